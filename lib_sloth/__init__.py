@@ -1,0 +1,10 @@
+"""sd-webui-sloth engine: training-free self-attention rewrites for Stable Diffusion UNets.
+
+Pure torch + einops; imports no WebUI module (the adapters live in lib_sloth.webui).
+"""
+from .patch import SlothPatch, sloth_patch
+from .settings import (PRESETS, SettingsError, SlothSettings, iter_fields, preset, settings_from_dict,
+                       to_dict, to_flat)
+
+__all__ = ["SlothPatch", "sloth_patch", "SlothSettings", "SettingsError", "settings_from_dict", "preset",
+           "PRESETS", "iter_fields", "to_dict", "to_flat"]

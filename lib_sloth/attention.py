@@ -1,0 +1,26 @@
+"""The one attention kernel every rewrite calls: heads split, SDPA, heads merged."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, upcast: bool = False) -> torch.Tensor:
+    """Multi-head softmax attention.
+
+    q: [B, Nq, heads*d], k and v: [B, Nk, heads*d] -> [B, Nq, heads*d] in q's dtype.
+    `upcast` computes in fp32 (fp16 overflows in some SD2.x layers).
+    """
+    b, nq, inner = q.shape
+    d = inner // heads
+    dtype = q.dtype
+    if upcast:
+        q, k, v = q.float(), k.float(), v.float()
+    q, k, v = (t.reshape(b, t.shape[1], heads, d).transpose(1, 2) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v)
+    return out.transpose(1, 2).reshape(b, nq, inner).to(dtype)
+
+
+def project_out(module, out: torch.Tensor) -> torch.Tensor:
+    """The layer's own output projection (to_out is per token, so it commutes with any regrouping)."""
+    return module.to_out(out)

@@ -1,0 +1,39 @@
+"""Token grids: recover a layer's h x w from its token count and the latent size of the UNet call.
+
+The ldm/sgm UNet downsamples with stride-2 convolutions (padding 1), so a level with
+downsample d has a grid of ceil(H/d) x ceil(W/d) latent cells for a latent of H x W.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+MAX_DOWNSAMPLE_LOG2 = 7
+
+
+def grid_for_tokens(tokens: int, latent_hw: Tuple[int, int]) -> Optional[Tuple[int, int, int]]:
+    """(h, w, downsample) of a layer with `tokens` tokens, or None when no power-of-2 level fits.
+
+    None happens when something upstream changed the token count (e.g. another extension's
+    token merging); callers then leave the layer alone.
+    """
+    H, W = latent_hw
+    for k in range(MAX_DOWNSAMPLE_LOG2 + 1):
+        d = 2 ** k
+        h, w = -(-H // d), -(-W // d)
+        if h * w == tokens:
+            return h, w, d
+        if h * w < tokens:
+            return None
+    return None
+
+
+def window_2d(stride: float, h: int, w: int) -> Tuple[int, int]:
+    """(sy, sx) window for a 2D reduction by `stride`: sy = ceil(sqrt(s)), sx = ceil(s/sy), clipped."""
+    sy = math.ceil(math.sqrt(stride))
+    sx = math.ceil(stride / sy)
+    return min(sy, h), min(sx, w)
+
+
+def window_1d(stride: float, n: int) -> int:
+    return min(math.ceil(stride), n)

@@ -1,0 +1,109 @@
+"""Tile geometry for Near-sighted Tile / Attention: tiles without padding cells.
+
+A grid h x w is cut into ty x tx tiles of th x tw (th = ceil(h/ty)). The padding
+ty*th - h is split between the top (offset oy) and the bottom; instead of materialising
+padding cells we shrink the first and last tile rows by it, so padding can never become a
+query, key or value. Tiles of equal shape form at most 3 x 3 rectangles, each handled as one
+batch of equal tiles.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import List, Tuple
+
+import torch
+from einops import rearrange
+
+
+@dataclass(frozen=True)
+class Rect:
+    """ky x kx tiles of bh x bw cells whose top-left cell is (y0, x0)."""
+
+    y0: int
+    x0: int
+    ky: int
+    kx: int
+    bh: int
+    bw: int
+
+    @property
+    def tiles(self) -> int:
+        return self.ky * self.kx
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    h: int
+    w: int
+    ty: int
+    tx: int
+    th: int
+    tw: int
+    oy: int = 0  # padding rows taken from the first tile row (0 .. pad_y)
+    ox: int = 0
+
+    @property
+    def pad(self) -> Tuple[int, int]:
+        return self.ty * self.th - self.h, self.tx * self.tw - self.w
+
+    @property
+    def tiles(self) -> int:
+        return self.ty * self.tx
+
+    def rects(self) -> List[Rect]:
+        rows = _runs(_band_sizes(self.ty, self.th, self.pad[0], self.oy))
+        cols = _runs(_band_sizes(self.tx, self.tw, self.pad[1], self.ox))
+        return [Rect(y0, x0, ky, kx, bh, bw) for (y0, ky, bh) in rows for (x0, kx, bw) in cols]
+
+
+def tile_grid(h: int, w: int, tile_size: int) -> TileGrid:
+    ty, tx = math.ceil(h / tile_size), math.ceil(w / tile_size)
+    return TileGrid(h, w, ty, tx, math.ceil(h / ty), math.ceil(w / tx))
+
+
+def with_offsets(grid: TileGrid, rng: random.Random) -> TileGrid:
+    """The same grid with seams moved by a random split of the padding (0 .. pad inclusive)."""
+    pad_y, pad_x = grid.pad
+    return TileGrid(grid.h, grid.w, grid.ty, grid.tx, grid.th, grid.tw,
+                    rng.randint(0, pad_y), rng.randint(0, pad_x))
+
+
+def offset_rng(seed: int, step: int, level: int) -> random.Random:
+    """Seams depend on (seed, step, level) only, so cond and uncond calls of a step agree."""
+    return random.Random(f"sloth-tiles:{seed}:{step}:{level}")
+
+
+def _band_sizes(count: int, length: int, pad: int, offset: int) -> List[int]:
+    sizes = [length] * count
+    sizes[0] -= offset
+    sizes[-1] -= pad - offset
+    return sizes
+
+
+def _runs(sizes: List[int]) -> List[Tuple[int, int, int]]:
+    """(start, count, size) for each run of equal consecutive band sizes."""
+    runs: List[Tuple[int, int, int]] = []
+    start = 0
+    for size in sizes:
+        if runs and runs[-1][2] == size:
+            s, n, _ = runs[-1]
+            runs[-1] = (s, n + 1, size)
+        else:
+            runs.append((start, 1, size))
+        start += size
+    return runs
+
+
+def tile(x: torch.Tensor, rect: Rect) -> torch.Tensor:
+    """x: [B, h, w, C] grid -> [B*ky*kx, bh*bw, C] tokens of each tile of `rect` (batch-major)."""
+    region = x[:, rect.y0:rect.y0 + rect.ky * rect.bh, rect.x0:rect.x0 + rect.kx * rect.bw]
+    return rearrange(region, "b (ky th) (kx tw) c -> (b ky kx) (th tw) c", ky=rect.ky, kx=rect.kx)
+
+
+def untile(tiles: torch.Tensor, rect: Rect, out: torch.Tensor) -> None:
+    """Write tile tokens [B*ky*kx, bh*bw, C] back into their place in out: [B, h, w, C]."""
+    region = rearrange(tiles, "(b ky kx) (th tw) c -> b (ky th) (kx tw) c",
+                       ky=rect.ky, kx=rect.kx, th=rect.bh, tw=rect.bw)
+    out[:, rect.y0:rect.y0 + rect.ky * rect.bh, rect.x0:rect.x0 + rect.kx * rect.bw] = region
