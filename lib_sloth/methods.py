@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import torch
 
 from . import schedule
+from .agentsd import plan_agentsd
 from .nearsighted import tiled_attention
 from .settings import NearSightedSettings, PoolBlock, SlothSettings
 from .slothful import layer_stride, pooling_for, slothful_attention
@@ -107,7 +108,8 @@ def plan_nearsighted(settings: SlothSettings, call: LayerCall) -> Optional[Runne
     return partial(_run_slothful, h=call.h, w=call.w, pooling=pooling, upcast=settings.upcast_attention)
 
 
-PLANNERS = [plan_slothful, plan_tile, plan_nearsighted]
+# AgentSD first: it takes the layers it merges at this step, Slothful (if on) the rest
+PLANNERS = [plan_agentsd, plan_slothful, plan_tile, plan_nearsighted]
 
 
 def plan_layer(settings: SlothSettings, call: LayerCall) -> Optional[Runner]:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .geometry import grid_for_tokens
+from .agentsd import merged_by_tomesd, without_agentsd
 from .methods import LayerCall, Runner, any_active, plan_layer
 from .settings import SlothSettings
 
@@ -58,9 +59,12 @@ def find_self_attention(unet: nn.Module) -> Dict[nn.Module, LayerInfo]:
     return layers
 
 
+_BLOCKS = {"input_blocks": "input", "middle_block": "middle", "output_blocks": "output"}
+
+
 def _block_of(name: str) -> Optional[str]:
-    head = name.split(".", 1)[0]
-    return {"input_blocks": "input", "middle_block": "middle", "output_blocks": "output"}.get(head)
+    # the first block-group name on the path, so a UNet wrapped in another module still works
+    return next((_BLOCKS[part] for part in name.split(".") if part in _BLOCKS), None)
 
 
 def shallowest_attention_downsample(unet: nn.Module) -> int:
@@ -71,7 +75,7 @@ def shallowest_attention_downsample(unet: nn.Module) -> int:
     """
     factor = 1
     for name, module in unet.named_modules():
-        if not name.startswith("input_blocks."):
+        if _block_of(name) != "input":
             continue
         if type(module).__name__ == "Downsample":
             factor *= 2
@@ -93,6 +97,8 @@ class SlothPatch:
         self.layers: Dict[nn.Module, LayerInfo] = {}
         self.rewritten: Counter = Counter()  # layer name -> calls rewritten, for info and tests
         self.installed = False
+        self._owners: List[nn.Module] = []  # transformer blocks whose attn1 we patch
+        self._plan_settings = settings  # what the planners see this forward (see _settings_now)
         self._base_log2 = 0
         self._entered = 0
         self._undo: List[Callable[[], None]] = []
@@ -127,11 +133,13 @@ class SlothPatch:
         return False
 
     def _install(self) -> None:
-        self.layers = find_self_attention(self.unet)
+        if not self.layers:  # the UNet's structure does not change within a pass: walk it once
+            self.layers = find_self_attention(self.unet)
+            self._owners = [m for m in self.unet.modules() if getattr(m, "attn1", None) in self.layers]
+            self._base_log2 = int(math.log2(shallowest_attention_downsample(self.unet)))
         if not self.layers:
             self.note("no self-attention layers found: nothing patched")
             return
-        self._base_log2 = int(math.log2(shallowest_attention_downsample(self.unet)))
         handle = self.unet.register_forward_pre_hook(self._record_latent, with_kwargs=True)
         self._undo.append(handle.remove)
         if hasattr(self.unet, "_tome_info"):
@@ -157,6 +165,18 @@ class SlothPatch:
         x = args[0] if args else kwargs.get("x")
         if isinstance(x, torch.Tensor) and x.dim() >= 3:
             self.latent_hw = tuple(x.shape[-2:])
+        self._plan_settings = self._settings_now()
+
+    def _settings_now(self) -> SlothSettings:
+        """The settings, minus AgentSD while tomesd merges this UNet's blocks: never merge twice.
+
+        Checked every UNet forward, because the WebUI (re)applies its token merging per pass.
+        """
+        if not self.settings.agentsd.enabled or not any(merged_by_tomesd(b) for b in self._owners):
+            return self.settings
+        self.note("AgentSD skipped: token merging (tomesd, e.g. the WebUI's 'Token merging ratio') is active "
+                  "on this UNet, and tokens must not be merged twice; set that ratio to 0 to use AgentSD")
+        return without_agentsd(self.settings)
 
     def _patch_class(self, cls) -> None:
         saved = cls.__dict__.get("forward", _MISSING)
@@ -215,9 +235,13 @@ class SlothPatch:
         if grid is None:
             self.note(f"{info.name}: {x.shape[1]} tokens match no grid of the "
                       f"{self.latent_hw[0]}x{self.latent_hw[1]} latent (merged by another extension?); left unchanged")
-            return None
+            if not self.interceptors:
+                return None
+            # interceptors still see it (SAG records its map under Kohya-style shrinks and
+            # factorises the grid later); h = w = 0 marks the grid unknown; planners never run
+            grid = (0, 0, 0)
         h, w, downsample = grid
-        level = max(0, int(math.log2(downsample)) - self._base_log2)
+        level = max(0, int(math.log2(downsample)) - self._base_log2) if downsample else 0
         call = LayerCall(info.block, level, h, w, x.shape[0], self.step, self.total, self.seed)
         runner = None
         for interceptor in self.interceptors:
@@ -225,7 +249,7 @@ class SlothPatch:
             if runner is not None:
                 break
         else:
-            runner = plan_layer(self.settings, call)
+            runner = plan_layer(self._plan_settings, call) if downsample else None
         if runner is not None:
             self.rewritten[info.name] += 1
         return runner

@@ -7,6 +7,7 @@ range is written down exactly once. Settings objects are frozen: a pass never se
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
@@ -246,12 +247,22 @@ class FieldSpec:
 
 def iter_fields(cls=SlothSettings, prefix: str = "") -> Iterator[FieldSpec]:
     """Every leaf setting of `cls` with its dotted path, in declaration order."""
+    return iter(_field_table(cls, prefix))
+
+
+@functools.lru_cache(maxsize=None)
+def _field_table(cls, prefix: str) -> tuple:
+    # The table is a pure function of the class: build it once (the UI and API read it often).
+    return tuple(_walk_fields(cls, prefix))
+
+
+def _walk_fields(cls, prefix: str) -> Iterator[FieldSpec]:
     defaults = cls()
     for f in dataclasses.fields(cls):
         path = prefix + f.name
         if f.metadata.get("nested"):
             sub_default = getattr(defaults, f.name)
-            for spec in iter_fields(type(sub_default), path + "."):
+            for spec in _walk_fields(type(sub_default), path + "."):
                 # a nested block may have its own defaults (output slothful 4): read the instance
                 value = _get_path(sub_default, spec.path[len(path) + 1:])
                 yield dataclasses.replace(spec, default=value)
@@ -314,12 +325,17 @@ def settings_from_dict(data: Mapping[str, Any] | None, base: SlothSettings | Non
     return _build(SlothSettings, values, "")
 
 
+@functools.lru_cache(maxsize=None)
+def _nested_type(cls, name: str):
+    return type(getattr(cls(), name))
+
+
 def _build(cls, values: Mapping[str, Any], prefix: str):
     kwargs = {}
     for f in dataclasses.fields(cls):
         path = prefix + f.name
         if f.metadata.get("nested"):
-            kwargs[f.name] = _build(type(getattr(cls(), f.name)), values, path + ".")
+            kwargs[f.name] = _build(_nested_type(cls, f.name), values, path + ".")
         else:
             kwargs[f.name] = values[path]
     try:

@@ -1,0 +1,180 @@
+"""AgentSD: ToMe token merging plus agent attention in self-attention, early/late step schedule.
+
+After Han et al., "Agent Attention" (ECCV 2024), whose AgentSD builds on tomesd. For a merged
+layer, one patched attn1 call does
+
+    x [B, N, C] (norm1 output) --merge--> [B, M, C] --attention--> [B, M, inner] --unmerge--> [B, N, inner]
+
+and the patch applies `to_out` per token, so merge -> attention -> unmerge inside attn1 equals the
+original's merge around the whole attn1 (to_out commutes with copying rows). Cross-attention and
+the MLP are untouched.
+
+What it does
+- ToMe (lib_sloth.tome): one dst per sx x sy cell, each src matched to its most similar dst
+  (cosine), the `ratio`·N best-matched src averaged into their dst; after attention every merged
+  src takes its dst's output.
+- Agents: a second, stronger merge of the same plan with `agent_ratio` gives N - agent_ratio·N
+  agent tokens (never fewer than the N/(sx·sy) dst). They are used only when 2·agents < M;
+  otherwise the layer runs plain ToMe attention (SDPA). With the authors' defaults the early
+  phase (4x4 cells, agent_ratio 0.95) uses agents and the late phase (2x2, 0.5) is plain ToMe.
+- Agent attention on the M merged tokens, A = to_q(agents):
+      agent_v = softmax(A·Kᵀ·d^-½)·V,   out = softmax(Q·Aᵀ·d^(-½·k_scale2))·agent_v + k_shortcut·V.
+  Both softmax products are SDPA calls (exact: SDPA takes the scale), so neither the M x A nor
+  the A x M map is ever held in memory.
+
+Choices (and why)
+- Similarity metric: inside attn1 only norm1(x) is at hand, so that is what is compared; tomesd
+  and the authors compare the block input before norm1. LayerNorm rescales each token and shifts
+  its features, so the matching is close but not identical to theirs; the merge itself (what is
+  averaged, what is copied back) is the same, and `tome` equals tomesd on the same metric.
+- Random dst: seeded from (generation seed, step, level) on a CPU generator, so cond and uncond
+  calls of a step, every rerun and every device make the same choice; all layers of a level share
+  it within a step and it changes every step. As in tomesd and the authors' code it is switched
+  off for odd batch sizes (the first cell position is used), which also makes batch-1 results
+  match theirs with use_rand off.
+- Levels: a layer is merged when 2**level <= max_downsample, with level 0 = the shallowest level
+  that has self-attention (so the default 1 merges the highest-resolution attention on SDXL too).
+- Schedule: early settings while step < switch_at·total, late ones after; `total` is the steps
+  of this pass, so img2img and the hires pass switch at the same fraction. A phase with ratio 0
+  (or a grid without a whole cell) leaves its layers to the original forward: bit-identical.
+- Precision: `fp32` (or the global `upcast_attention`) runs both similarity products and their
+  softmaxes in fp32 and casts the result back (SD2.x overflows fp16 here).
+
+Composition: validation refuses AgentSD together with Near-sighted Tile/Attention. With Slothful
+on as well, `plan_agentsd` runs first: AgentSD takes the layers it merges at this step and
+Slothful the rest. If tomesd (e.g. the WebUI's own "Token merging ratio") is active on the UNet,
+the patch skips AgentSD and says so in its notes rather than merging tokens twice
+(`merged_by_tomesd`, `without_agentsd`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from .attention import attend
+from .settings import AgentPhase, AgentSDSettings, SlothSettings
+from .tome import match
+
+if TYPE_CHECKING:  # methods imports this module; only the type names are needed here
+    from .methods import LayerCall, Runner
+
+
+@dataclass(frozen=True)
+class AgentLayerPlan:
+    """What AgentSD does to one self-attention call (pure data: tests and notes read it)."""
+
+    phase: str  # "early" or "late"
+    h: int  # token grid of the layer
+    w: int
+    sx: int  # merge cell, in tokens
+    sy: int
+    r: int  # tokens merged away before attention (1 <= r <= src tokens)
+    agent_r: int  # tokens merged away to form the agents; 0 = plain ToMe attention
+    seed: Optional[int]  # seed of the random dst choice; None = first cell position
+
+    @property
+    def agents(self) -> int:
+        return self.h * self.w - self.agent_r if self.agent_r else 0
+
+
+def phase_at(s: AgentSDSettings, step: int, total: int) -> Tuple[str, AgentPhase]:
+    """("early", s.early) while step < switch_at·total, else ("late", s.late). step is 0-based.
+
+    The 1e-9 forgives float noise: 0.3·10 = 3.0000000000000004 must still switch at step 3.
+    """
+    return ("early", s.early) if step + 1e-9 < s.switch_at * total else ("late", s.late)
+
+
+def merge_seed(seed: int, step: int, level: int) -> int:
+    """Seed of the dst choice: a stable hash of (generation seed, step, level), 63 bits."""
+    digest = hashlib.blake2b(f"sloth-agentsd:{seed}:{step}:{level}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def layer_plan(s: AgentSDSettings, call: "LayerCall") -> Optional[AgentLayerPlan]:
+    """AgentSD's plan for this call, or None when it leaves the call alone."""
+    if not s.enabled or 2 ** call.level > s.max_downsample:
+        return None
+    name, phase = phase_at(s, call.step, call.total)
+    if phase.ratio <= 0:
+        return None
+    n = call.h * call.w
+    cells = (call.h // phase.sy) * (call.w // phase.sx)
+    most = n - cells if cells else 0  # every src can merge; nothing can without a dst
+    r = min(int(n * phase.ratio), most)
+    if r <= 0:
+        return None
+    agent_r = min(int(n * phase.agent_ratio), most)
+    # agents pay off only when far fewer than the merged tokens (the authors' rule)
+    if not 2 * (n - agent_r) < n - r:
+        agent_r = 0
+    seed = merge_seed(call.seed, call.step, call.level) if s.use_rand and call.batch % 2 == 0 else None
+    return AgentLayerPlan(name, call.h, call.w, phase.sx, phase.sy, r, agent_r, seed)
+
+
+def plan_agentsd(settings: SlothSettings, call: "LayerCall") -> Optional["Runner"]:
+    s = settings.agentsd
+    plan = layer_plan(s, call)
+    if plan is None:
+        return None
+    return partial(agentsd_attention, plan=plan, k_scale2=s.k_scale2, k_shortcut=s.k_shortcut,
+                   upcast=s.fp32 or settings.upcast_attention)
+
+
+def agentsd_attention(module, x: torch.Tensor, *, plan: AgentLayerPlan, k_scale2: float,
+                      k_shortcut: float, upcast: bool) -> torch.Tensor:
+    """Merge -> (agent) attention -> unmerge on x [B, h*w, C]; returns [B, h*w, inner] before to_out."""
+    generator = None if plan.seed is None else torch.Generator().manual_seed(plan.seed)
+    matching = match(x, plan.h, plan.w, plan.sx, plan.sy, generator)
+    merge, unmerge = matching.merging(plan.r)
+    merged = merge(x)
+    q, k, v = module.to_q(merged), module.to_k(merged), module.to_v(merged)
+    if plan.agent_r:
+        merge_agents, _ = matching.merging(plan.agent_r)
+        agents = module.to_q(merge_agents(x))  # agents are queries first (they gather the values)
+        out = agent_attention(q, k, v, agents, module.heads, k_scale2, k_shortcut, upcast)
+    else:
+        out = attend(q, k, v, module.heads, upcast)
+    return unmerge(out)
+
+
+def agent_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, agents: torch.Tensor, heads: int,
+                    k_scale2: float, k_shortcut: float, upcast: bool = False) -> torch.Tensor:
+    """Agent attention.
+
+    q, k, v: [B, M, heads*d]; agents: [B, A, heads*d] (already projected by to_q)
+    -> [B, M, heads*d] in q's dtype:
+        softmax(Q·Aᵀ·d^(-½·k_scale2)) · (softmax(A·Kᵀ·d^-½) · V) + k_shortcut·V
+    `upcast`: both products and softmaxes in fp32.
+    """
+    dtype = q.dtype
+    if upcast:
+        q, k, v, agents = q.float(), k.float(), v.float(), agents.float()
+    q, k, v, a = (rearrange(t, "b n (h d) -> b h n d", h=heads) for t in (q, k, v, agents))
+    d = q.shape[-1]
+    agent_v = F.scaled_dot_product_attention(a, k, v)  # default scale d^-½
+    out = F.scaled_dot_product_attention(q, a, agent_v, scale=d ** (-0.5 * k_scale2))
+    out = out + k_shortcut * v
+    return rearrange(out, "b h n d -> b n (h d)").to(dtype)
+
+
+# ---- living next to tomesd --------------------------------------------------------------------
+def merged_by_tomesd(block: torch.nn.Module) -> bool:
+    """Whether tomesd (or the original AgentSD) has swapped this transformer block's class.
+
+    Their `ToMeBlock` merges norm1(x) before attn1 is called; `_tome_info` alone is not proof,
+    because tomesd's remove_patch leaves that attribute behind.
+    """
+    return type(block).__name__ == "ToMeBlock"
+
+
+def without_agentsd(settings: SlothSettings) -> SlothSettings:
+    """The same settings with AgentSD switched off (everything else unchanged)."""
+    return dataclasses.replace(settings, agentsd=dataclasses.replace(settings.agentsd, enabled=False))

@@ -1,0 +1,233 @@
+"""Self-Attention Guidance (Hong et al., ICCV 2023), backend-independent.
+
+A front end does three things per CFG step, all on one `SagPass` created before the
+SlothPatch is entered (its interceptor must be there when the patch installs):
+
+    sag = SagPass(settings.sag, patch)               # once per sampling pass
+    with patch:
+        ...                                          # per denoiser call:
+        sag.arm(uncond_rows)                         # before the UNet call(s) holding the uncond rows
+        out = model(x_in, sigma_in, cond_in)         # the middle block's first attn1 records its map
+        cfg = combine(out)                           # the WebUI's own CFG combine
+        cfg = sag.guide(cfg, x, out[uncond_rows], call_model, space=..., prediction=...)
+
+`guide` drops the map whatever happens, blurs the uncond prediction where that map says the
+uncond attends most, re-noises the blurred prediction with the uncond's own noise, calls the
+model once more with the uncond conditioning, and returns cfg + scale * (degraded - sag_pred).
+That form (not the paper's) is the one the WebUI implementations converged on.
+
+The math lives in x0 space (sag_guidance); sag_guidance_pred wraps it for models that predict
+eps (A1111's DDIM/PLMS/UniPC) or v, converting through lib_sloth.prediction.NoiseSpace.
+
+Decisions:
+- Re-noising keeps the uncond's implied noise in the model's own input space:
+  x + a * (degraded - uncond_x0) with x = a*x0 + b*eps (a = 1 for k-diffusion sigma space,
+  sqrt(alphas_cumprod[t]) for timestep denoisers). See NoiseSpace.renoise.
+- No skip for small latents. ComfyUI skips when min(H, W) <= 4 because its fixed 9-tap blur
+  reflect-pads by 4; our blur falls back to replicate padding, so every size is well defined.
+- Steps without a real uncond are skipped by the caller's word (uncond_is_real=False), or
+  when no map was recorded; both return cfg itself and make no model call.
+- If several armed calls reach the recorded layer before `guide` (A1111 splitting cond and
+  uncond into separate calls), the last one wins; A1111 always runs the uncond call last.
+- Memory: the map is rows*heads*N*N fp32. At 1024^2: SD1.x 8 heads x 256^2 = 2 MiB per uncond
+  image; SDXL 20 heads x 1024^2 = 80 MiB per uncond image. It lives for one guidance only.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, List, Optional, Tuple
+
+import torch
+
+from .prediction import NoiseSpace
+from .sag_capture import RECORDED_BLOCK, RECORDED_INDEX, Rows, SagMap, attention_with_map, resolve_rows
+from .sag_mask import attention_mask, degrade
+from .settings import SagSettings
+
+__all__ = ["SagPass", "SagMap", "sag_guidance", "sag_guidance_pred", "sag_guidance_eps", "sag_guidance_v",
+           "attention_with_map", "resolve_rows", "NoiseSpace"]
+
+# call_model(x_in [B, C, H, W]) -> the model's prediction for those rows, with the uncond conditioning
+CallModel = Callable[[torch.Tensor], torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------------------
+# Guidance (pure)
+# ---------------------------------------------------------------------------------------------
+def sag_guidance(cfg_x0: torch.Tensor, x: torch.Tensor, uncond_x0: torch.Tensor, attn_map: torch.Tensor,
+                 heads: int, settings: SagSettings, call_model: CallModel, *, space: Optional[NoiseSpace] = None,
+                 grid: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """cfg_x0 + scale * (degraded - sag_x0), everything x0 and [B, C, H, W].
+
+    x: the model input of the uncond rows (the sampler's latent). attn_map: [B*heads, N, N]
+    from the uncond rows. call_model(x_in) must return x0 for the uncond conditioning.
+    space: how x mixes x0 and noise; None = sigma space (x = x0 + sigma*eps), where the re-noise
+    needs no sigma. Settings with scale 0 or enabled off return cfg_x0 itself, with no model call.
+    """
+    if not settings.enabled or settings.scale == 0:
+        return cfg_x0
+    b = uncond_x0.shape[0]
+    if attn_map.shape[0] != b * heads:
+        raise ValueError(f"attention map has {attn_map.shape[0]} rows; {b} uncond images x {heads} heads "
+                         f"= {b * heads} expected")
+    mask = attention_mask(attn_map, heads, tuple(uncond_x0.shape[-2:]), settings.threshold, grid)
+    degraded = degrade(uncond_x0, mask, settings.blur_sigma)
+    if space is None:
+        space = NoiseSpace.from_sigma(1.0, like=x)  # only `a` (= 1 in sigma space) is used by renoise
+    # keep the uncond's implied noise: in the model's own input space, not blindly x0 + (x - x0)
+    sag_x0 = call_model(space.renoise(x, uncond_x0, degraded))
+    return cfg_x0 + settings.scale * (degraded - sag_x0)
+
+
+def sag_guidance_pred(kind: str, cfg: torch.Tensor, x: torch.Tensor, uncond: torch.Tensor, attn_map: torch.Tensor,
+                      heads: int, settings: SagSettings, call_model: CallModel, *, space: Optional[NoiseSpace],
+                      grid: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """sag_guidance for a model whose outputs are `kind` ("x0", "eps" or "v"); same kind out.
+
+    cfg and uncond are predictions for input x; call_model returns the same kind. space is
+    required for eps and v (A1111 timestep samplers: NoiseSpace.from_alphas_cumprod(acp, t)).
+    """
+    if kind == "x0":
+        return sag_guidance(cfg, x, uncond, attn_map, heads, settings, call_model, space=space, grid=grid)
+    if not settings.enabled or settings.scale == 0:
+        return cfg
+    if space is None:
+        raise ValueError(f"a {kind}-predicting model needs the NoiseSpace of this step to convert to x0")
+
+    def call_x0(x_in: torch.Tensor) -> torch.Tensor:
+        return space.to_x0(kind, x_in, call_model(x_in))  # converted at its own input, not at x
+
+    result = sag_guidance(space.to_x0(kind, x, cfg), x, space.to_x0(kind, x, uncond), attn_map, heads,
+                          settings, call_x0, space=space, grid=grid)
+    return space.from_x0(kind, x, result)
+
+
+def sag_guidance_eps(cfg_eps, x, uncond_eps, attn_map, heads, settings, call_model, *, space, grid=None):
+    """sag_guidance_pred("eps", ...): A1111's DDIM / PLMS / UniPC denoisers."""
+    return sag_guidance_pred("eps", cfg_eps, x, uncond_eps, attn_map, heads, settings, call_model,
+                             space=space, grid=grid)
+
+
+def sag_guidance_v(cfg_v, x, uncond_v, attn_map, heads, settings, call_model, *, space, grid=None):
+    """sag_guidance_pred("v", ...): raw v-prediction outputs."""
+    return sag_guidance_pred("v", cfg_v, x, uncond_v, attn_map, heads, settings, call_model,
+                             space=space, grid=grid)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-pass state
+# ---------------------------------------------------------------------------------------------
+class SagPass:
+    """SAG state for one sampling pass: the armed rows and at most one recorded map.
+
+    Created with a SlothPatch, it adds its interceptor to patch.interceptors (create it before
+    entering the patch). Inactive settings (off or scale 0) add nothing, so the pass is
+    bit-identical to one without SAG. `patch` may be None for a front end that records the map
+    itself (e.g. through ComfyUI/Forge attention replacement) and only calls sag_guidance.
+    """
+
+    def __init__(self, settings: SagSettings, patch=None, upcast: Optional[bool] = None):
+        self.settings = settings
+        self.patch = patch
+        self.upcast = bool(getattr(getattr(patch, "settings", None), "upcast_attention", False)
+                           if upcast is None else upcast)
+        self.extra_calls = 0  # SAG model calls made, for info and tests
+        self.notes: List[str] = []
+        self._rows: Optional[Rows] = None
+        self._map: Optional[SagMap] = None
+        if patch is not None and self.active:
+            patch.interceptors.append(self.intercept)
+
+    @property
+    def active(self) -> bool:
+        return self.settings.enabled and self.settings.scale != 0
+
+    @property
+    def recorded(self) -> Optional[SagMap]:
+        return self._map
+
+    def note(self, message: str) -> None:
+        target = self.patch.notes if self.patch is not None else self.notes
+        if message not in target:
+            target.append(message)
+
+    def close(self) -> None:
+        """Leave the patch's interceptors and drop any state."""
+        self.disarm()
+        if self.patch is not None and self.intercept in self.patch.interceptors:
+            self.patch.interceptors.remove(self.intercept)
+
+    # ---- recording --------------------------------------------------------------------------
+    def arm(self, uncond_rows: Rows) -> None:
+        """Record the next model call(s): `uncond_rows` index the uncond rows of that call's batch.
+
+        A1111 puts them last (slice(-n_uncond, None)), Forge/ComfyUI usually first. Negative
+        indices count from the end of each call, so when A1111 splits cond and uncond into
+        separate calls, the last call (the uncond one) is the one whose map is kept.
+        Any map left from an earlier call is dropped.
+        """
+        self._map = None
+        self._rows = uncond_rows if self.active else None
+
+    def stop_recording(self) -> None:
+        """Record no further call; keep a map already recorded for the coming guidance."""
+        self._rows = None
+
+    def disarm(self) -> None:
+        self._rows = None
+        self._map = None
+
+    def take_map(self) -> Optional[SagMap]:
+        """The recorded map, removed from this object (it is never kept past one guidance)."""
+        m, self._map = self._map, None
+        return m
+
+    def intercept(self, module, info, x: torch.Tensor, call):
+        """SlothPatch interceptor: take over the recorded layer while armed; None elsewhere."""
+        if self._rows is None or info.block != RECORDED_BLOCK or info.index != RECORDED_INDEX:
+            return None
+        rows = resolve_rows(self._rows, x.shape[0])
+        if not rows:
+            return None
+        # the patch's grid is exact when it found one; h = w = 0 would mean "unknown" (factorise later)
+        grid = (call.h, call.w) if call.h * call.w == x.shape[1] else None
+        return partial(self._record, rows=rows, grid=grid)
+
+    def _record(self, module, x: torch.Tensor, *, rows: List[int], grid) -> torch.Tensor:
+        out, probs = attention_with_map(module, x, rows, self.upcast)
+        self._map = SagMap(probs, module.heads, len(rows), grid)  # a later call replaces it
+        return out
+
+    # ---- guidance ---------------------------------------------------------------------------
+    def guide(self, cfg: torch.Tensor, x: torch.Tensor, uncond: torch.Tensor, call_model: CallModel, *,
+              space: Optional[NoiseSpace] = None, prediction: str = "x0", uncond_is_real: bool = True
+              ) -> torch.Tensor:
+        """cfg with SAG applied, or cfg itself (no model call) when this step cannot use SAG.
+
+        cfg: the combined prediction [B, C, H, W]; x: the model input of the uncond rows
+        [B, C, H, W]; uncond: the uncond rows' prediction [B, C, H, W]; call_model(x_in) runs the
+        model on B rows with the uncond conditioning and returns the same kind of prediction.
+        uncond_is_real=False when the WebUI skipped the uncond or filled it with copies of cond
+        (CFG 1, NGMS, skip-early-CFG). The map is dropped and recording disarmed in every case,
+        before the extra call, so the extra call never records.
+        """
+        sag_map = self.take_map()
+        self._rows = None
+        if not self.active or not uncond_is_real:
+            return cfg
+        if sag_map is None:
+            self.note("SAG: no attention map was recorded this step (no middle-block self-attention "
+                      "saw the armed uncond rows, or the SagPass was created after the patch was entered); "
+                      "the step ran without SAG")
+            return cfg
+        if sag_map.rows != uncond.shape[0]:
+            self.note(f"SAG: the map covers {sag_map.rows} uncond images but {uncond.shape[0]} were "
+                      "passed; the step ran without SAG")
+            return cfg
+
+        def counted(x_in: torch.Tensor) -> torch.Tensor:
+            self.extra_calls += 1
+            return call_model(x_in)
+
+        return sag_guidance_pred(prediction, cfg, x, uncond, sag_map.probs, sag_map.heads, self.settings,
+                                 counted, space=space, grid=sag_map.grid)

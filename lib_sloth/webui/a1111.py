@@ -1,0 +1,179 @@
+"""AUTOMATIC1111 adapter: one sampling pass = one wrapped CFG denoiser.
+
+`p.sampler.model_wrap_cfg` (the CFGDenoiser) is a fresh object for every pass (first pass,
+hires pass, img2img), so everything here is attached to that instance and dies with it:
+
+- its `forward` is wrapped: every denoiser call enters the engine's SlothPatch (class-level
+  attention patch, chained to whatever optimisation the WebUI installed at that moment) with
+  the pass's real step and step total from StepClock;
+- for SAG, its inner model (the k-diffusion CompVis(V)Denoiser, or CompVisTimestepsDenoiser for
+  DDIM / PLMS / UniPC) is wrapped to arm the map recording on exactly the uncond rows of each
+  UNet call, and its `combine_denoised` to add the guidance to the CFG result before the mask
+  blend. Timestep denoisers hand eps and integer timesteps: the guidance converts through
+  alphas_cumprod instead of silently doing nothing.
+
+A1111 lays a denoiser call out as cond rows (one per AND sub-prompt) then one uncond row per
+image; when it splits the batch into several UNet calls they run in that order (the separate
+uncond call last). Rows are tracked by absolute offset, so chunked calls never mix maps.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+
+from ..patch import SlothPatch
+from ..prediction import NoiseSpace
+from ..sag import SagPass
+from .backend import Backend
+from .clock import StepClock
+
+
+class A1111Backend(Backend):
+    name = "AUTOMATIC1111"
+
+    def attach(self, p, settings, seed: int) -> List[str]:
+        sd_model = p.sd_model
+        if getattr(sd_model, "is_sd3", False):
+            return ["Sloth does nothing on SD3 (an MMDiT has no UNet self-attention); skipped"]
+        denoiser = p.sampler.model_wrap_cfg
+        sloth_pass = A1111Pass(denoiser, sd_model.model.diffusion_model, settings, seed, StepClock(p.sampler, p.steps))
+        return sloth_pass.notes
+
+
+class A1111Pass:
+    """Everything of one sampling pass; lives on the pass's CFGDenoiser instance."""
+
+    def __init__(self, denoiser, unet, settings, seed: int, clock: StepClock):
+        self.denoiser = denoiser
+        self.clock = clock
+        self.patch = SlothPatch(unet, settings, seed)
+        self.sag = SagPass(settings.sag, self.patch)
+        self.notes = self.patch.notes  # grows while sampling; the Script reads it afterwards
+        denoiser.sloth_pass = self  # for inspection; dies with the pass's denoiser
+        self._call: Optional[_CallRows] = None
+        self._inner = None  # the inner model we wrapped (the WebUI may replace it mid-pass)
+        self._inner_forward = None
+        self._check_neighbours(unet)
+        self._wrap_forward()
+        if self.sag.active:
+            self._wrap_combine()
+
+    def _check_neighbours(self, unet) -> None:
+        shadowed = sum(1 for m in unet.modules() if "forward" in m.__dict__ and hasattr(m, "to_q"))
+        if shadowed:
+            self.patch.note(f"{shadowed} attention layers carry their own forward (the WebUI's HyperTile?); "
+                            "Sloth's rewrite replaces it where Sloth is active")
+        if hasattr(unet, "_tome_info"):
+            self.patch.note("the WebUI's token merging is active: layers it merged are left to it")
+
+    # ---- per denoiser call ------------------------------------------------------------------
+    def _wrap_forward(self) -> None:
+        original = self.denoiser.forward
+
+        def forward(x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
+            self.patch.set_step(*self.clock.now())
+            self._call = _CallRows(self._rows_in(x, cond), x.shape[0]) if self.sag.active else None
+            if self._call is not None:
+                self._wrap_inner()
+            try:
+                with self.patch:
+                    self._call_x, self._call_sigma = x, sigma
+                    return original(x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
+            finally:
+                self._call = None
+                self.sag.disarm()
+
+        self.denoiser.forward = forward  # instance attribute: gone with this pass's denoiser
+
+    def _rows_in(self, x, cond) -> int:
+        """Rows of the full cond + uncond batch this call lays out (AND prompts add cond rows)."""
+        from modules import prompt_parser  # the WebUI's own layout of cond rows
+
+        _, tensor = prompt_parser.reconstruct_multicond_batch(cond, self.denoiser.step)
+        cond_rows = tensor["crossattn"].shape[0] if isinstance(tensor, dict) else tensor.shape[0]
+        return cond_rows + x.shape[0]
+
+    # ---- SAG ----------------------------------------------------------------------------------
+    def _wrap_inner(self) -> None:
+        """Arm the recording on the uncond rows of each UNet call (inner model made lazily)."""
+        inner = self.denoiser.inner_model
+        if inner is self._inner:
+            return
+        original = inner.forward
+        self._inner, self._inner_forward = inner, original
+
+        def forward(x_in, sigma_in, **kwargs):
+            call = self._call
+            if call is None:
+                return original(x_in, sigma_in, **kwargs)
+            rows = call.uncond_rows_of_next(x_in.shape[0])
+            if rows:
+                self.sag.arm(rows)
+                if len(rows) == call.uncond:
+                    call.uncond_cond = _take_rows(kwargs.get("cond"), rows)
+            try:
+                return original(x_in, sigma_in, **kwargs)
+            finally:
+                self.sag.stop_recording()  # keep the map; record no other call
+
+        inner.forward = forward
+
+    def _wrap_combine(self) -> None:
+        original = self.denoiser.combine_denoised
+
+        def combine_denoised(x_out, conds_list, uncond, cond_scale):
+            cfg = original(x_out, conds_list, uncond, cond_scale)
+            call = self._call
+            if call is None:
+                return cfg
+            n = uncond.shape[0] if not isinstance(uncond, dict) else uncond["crossattn"].shape[0]
+            real = call.uncond_cond is not None and x_out.shape[0] == call.total
+            x, sigma = self._call_x, self._call_sigma
+            inner = self._inner_forward
+            cond_dict = call.uncond_cond
+
+            def call_model(x_in):
+                return inner(x_in, sigma, cond=cond_dict)
+
+            kind, space = self._prediction_space(sigma, x)
+            return self.sag.guide(cfg, x, x_out[-n:], call_model, space=space, prediction=kind,
+                                  uncond_is_real=real)
+
+        self.denoiser.combine_denoised = combine_denoised
+
+    def _prediction_space(self, sigma, x):
+        """k-diffusion denoisers return x0 in sigma space; timestep ones eps with integer t."""
+        alphas = getattr(self.denoiser, "alphas", None)
+        if alphas is None:
+            return "x0", None
+        return "eps", NoiseSpace.from_alphas_cumprod(alphas.to(x.device), sigma, like=x)
+
+
+class _CallRows:
+    """Where the uncond rows of one denoiser call fall in its successive UNet calls.
+
+    total: rows of the full layout (cond rows + `uncond` rows); the uncond rows are the last.
+    """
+
+    def __init__(self, total: int, uncond: int):
+        self.total = total
+        self.uncond = uncond
+        self.offset = 0
+        self.uncond_cond = None  # the uncond rows' conditioning, once one call held all of them
+
+    def uncond_rows_of_next(self, rows: int) -> List[int]:
+        start, self.offset = self.offset, self.offset + rows
+        first = self.total - self.uncond
+        return [r - start for r in range(max(start, first), min(start + rows, self.total))]
+
+
+def _take_rows(value, rows: List[int]):
+    """The same conditioning (tensor, list of tensors or dict of them) restricted to `rows`."""
+    if isinstance(value, torch.Tensor):
+        return value[rows]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_take_rows(v, rows) for v in value)
+    if isinstance(value, dict):
+        return {k: _take_rows(v, rows) for k, v in value.items()}
+    return value

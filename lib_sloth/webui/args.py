@@ -1,0 +1,160 @@
+"""The Script's arguments -> settings: the UI's positional args, the API's dict, X/Y/Z attributes.
+
+Positional args are the values of ``ui()``'s controls, in this order (only ever append)::
+
+    [enabled, preset, *every iter_fields() path in order]
+
+``preset`` is only a label there: the controls already hold the preset's values.
+
+The API may instead pass one dict as ``args[0]``: ``{"enabled": true, "preset": "speed",
+"sag.scale": 1.0, "slothful": {"input": {"k_blend": 0.3}}}`` -- dotted paths or nested dicts.
+``enabled`` defaults to true (sending settings means "use them"); ``preset`` (built-in or user)
+is the base the other values change.
+
+X/Y/Z cells set attributes on their own copy of ``p`` (see `attr_for`); they win over both.
+Any unknown name or bad value raises `SettingsError` naming it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from ..settings import (PRESETS, SettingsError, SlothSettings, flatten, iter_fields, preset, settings_from_dict,
+                        to_flat)
+
+HEAD = ("enabled", "preset")
+
+ATTR_PREFIX = "sloth__"
+ATTR_ENABLED = ATTR_PREFIX + "enabled"  # X/Y/Z "[Sloth] Enabled": the cell's on/off
+ATTR_FORCE_ON = ATTR_PREFIX + "force_on"  # any other Sloth axis: the cell runs with Sloth on
+ATTR_PRESET = ATTR_PREFIX + "preset"  # "[Sloth] Preset": the cell starts from this preset, not the UI
+
+UserPresets = Callable[[], Mapping[str, SlothSettings]]
+
+
+def arg_names() -> list[str]:
+    """The name of every positional arg, in order."""
+    return [*HEAD, *(spec.path for spec in iter_fields())]
+
+
+def attr_for(path: str) -> str:
+    """The attribute an X/Y/Z cell sets on its copy of p for a setting."""
+    return ATTR_PREFIX + path.replace(".", "__")
+
+
+def ui_value(spec, value):
+    """A setting's value as its control holds it (choices are shown as strings)."""
+    return str(value) if spec.kind == "choice" else value
+
+
+def to_args(settings: SlothSettings, enabled: bool = True, preset_name: str | None = None) -> list:
+    """The positional args that mean `settings`."""
+    flat = to_flat(settings)
+    return [enabled, preset_name, *(ui_value(spec, flat[spec.path]) for spec in iter_fields())]
+
+
+def default_args() -> list:
+    return to_args(SlothSettings(), enabled=False)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What one job asked for: settings is None when the extension is off."""
+
+    enabled: bool
+    settings: SlothSettings | None
+    preset: str | None = None
+
+
+def resolve(args: Sequence[Any], p=None, user_presets: UserPresets = dict) -> Request:
+    """Settings for one job from the Script's args and the X/Y/Z attributes on `p`.
+
+    Raises SettingsError (naming the field and its allowed values) when anything is wrong; an
+    extension that is off is never validated, so stray UI values cannot spam errors.
+    """
+    enabled, preset_name, values, from_dict = _parse_args(args)
+    x_enabled = getattr(p, ATTR_ENABLED, None)
+    if x_enabled is not None:
+        enabled = _flag("enabled", x_enabled)
+    elif getattr(p, ATTR_FORCE_ON, False):
+        enabled = True
+    if not enabled:
+        return Request(False, None, preset_name)
+
+    x_values = {spec.path: getattr(p, attr_for(spec.path)) for spec in iter_fields() if hasattr(p, attr_for(spec.path))}
+    x_preset = getattr(p, ATTR_PRESET, None)
+    base = SlothSettings()
+    if x_preset is not None:
+        preset_name, values = x_preset, {}
+        base = find_preset(x_preset, user_presets)
+    elif from_dict and preset_name is not None:
+        base = find_preset(preset_name, user_presets)
+
+    flat = to_flat(settings_from_dict(values, base=base)) if values else to_flat(base)
+    flat.update(x_values)
+    for path, value in x_values.items():  # an axis that turns a method on turns its rivals off
+        if path in method_enable_paths() and _flag(path, value):
+            flat.update({other: False for other in conflicting_enables(path) if other not in x_values})
+    return Request(True, settings_from_dict(flat), preset_name)
+
+
+def find_preset(name: str, user_presets: UserPresets = dict) -> SlothSettings:
+    if name in PRESETS:
+        return preset(name)
+    users = user_presets()
+    if name in users:
+        return users[name]
+    raise SettingsError("preset", f"={name!r} is not a preset; choose one of {[*PRESETS, *users]}")
+
+
+def method_enable_paths() -> list[str]:
+    return [s.path for s in iter_fields() if s.path.count(".") == 1 and s.path.endswith(".enabled")]
+
+
+def conflicting_enables(path: str) -> list[str]:
+    """The other method enables that the settings table refuses together with `path` (e.g. two rewrites)."""
+    out = []
+    for other in method_enable_paths():
+        if other == path:
+            continue
+        try:
+            _with_enabled(SlothSettings(), path, other)
+        except SettingsError:
+            out.append(other)
+    return out
+
+
+def _with_enabled(settings: SlothSettings, *paths: str) -> SlothSettings:
+    """`settings` with these methods switched on (validated like any settings)."""
+    blocks = {p.split(".")[0]: dataclasses.replace(getattr(settings, p.split(".")[0]), enabled=True) for p in paths}
+    return dataclasses.replace(settings, **blocks)
+
+
+def _parse_args(args: Sequence[Any]) -> tuple[bool, str | None, dict[str, Any], bool]:
+    """(enabled, preset, path -> value, came as a dict)."""
+    args = list(args or ())
+    if args and isinstance(args[0], Mapping):
+        flat = flatten(args[0])
+        enabled = _flag("enabled", flat.pop("enabled", True))
+        preset_name = flat.pop("preset", None)
+        if preset_name is not None and not isinstance(preset_name, str):
+            raise SettingsError("preset", f"={preset_name!r} is not allowed: expected a preset name")
+        return enabled, preset_name, flat, True
+    if not args:
+        return False, None, {}, False
+    enabled = _flag("enabled", args[0])
+    preset_name = args[1] if len(args) > 1 and isinstance(args[1], str) and args[1] else None
+    paths = [spec.path for spec in iter_fields()]
+    values = {path: value for path, value in zip(paths, args[len(HEAD):]) if value is not None}
+    return enabled, preset_name, values, False
+
+
+def _flag(name: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    raise SettingsError(name, f"={value!r} is not allowed: expected true or false")

@@ -1,0 +1,91 @@
+"""Which WebUI we run in, and the one call the Script makes into it per sampling pass.
+
+    detect() -> Backend
+    Backend.name: str
+    Backend.attach(p, settings, seed) -> list[str]
+
+`attach` is called from the Script for every sampling pass of a job that has Sloth enabled
+with an active method: the first pass, the hires-fix second pass and img2img (on A1111 1.10+
+and Forge from ``process_before_every_sampling``; on A1111 1.7-1.9, which lack that hook, from
+``process_batch`` for the first pass / img2img and from ``before_hr`` for the hires pass, where
+``p.sampler`` may not exist yet for txt2img). `settings` is the validated, frozen
+`SlothSettings` of the job; `seed` is the first seed of the current batch. It patches this pass
+only (the A1111 adapter wraps ``p.sampler.model_wrap_cfg``; the Forge adapter clones
+``p.sd_model.forge_objects.unet``) and returns short notes for the console and the info text
+(e.g. "SAG skipped: no uncond at CFG 1"). It should not raise; the Script reports it if it does.
+
+Detection is by import, like pamparamm's sd-perturbed-attention: ``ldm_patched`` -> Forge /
+reForge (`lib_sloth.webui.forge.ForgeBackend`); Forge's newer ``backend`` package -> a backend
+that refuses politely; neither -> AUTOMATIC1111 (`lib_sloth.webui.a1111.A1111Backend`).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Callable
+
+FORGE_MAIN_UNSUPPORTED = ("Sloth is not supported on this Forge version (the `backend` rewrite of 2024-08 and "
+                          "later): it needs AUTOMATIC1111 1.7-1.10, Forge on ldm_patched or reForge. Nothing will be "
+                          "patched.")
+
+
+class Backend:
+    """The adapter for one WebUI. Subclasses implement `attach`."""
+
+    name = "backend"
+    supported = True
+
+    @property
+    def ui_note(self) -> str:
+        """A warning to show at the top of the accordion, or ''."""
+        return ""
+
+    def attach(self, p, settings, seed: int) -> list[str]:
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class UnsupportedBackend(Backend):
+    """A WebUI we cannot patch: every pass says so once in the console and the info text."""
+
+    supported = False
+
+    def __init__(self, name: str, message: str):
+        self.name, self.message = name, message
+
+    @property
+    def ui_note(self) -> str:
+        return self.message
+
+    def attach(self, p, settings, seed: int) -> list[str]:
+        return [self.message]
+
+
+FindSpec = Callable[[str], object]
+
+
+def detect(find_spec: FindSpec | None = None) -> Backend:
+    """The backend for the running WebUI; never raises."""
+    find_spec = find_spec or _find_spec
+    if find_spec("ldm_patched") is not None:
+        return _adapter("forge", "ForgeBackend", "Forge (ldm_patched)")
+    if find_spec("backend") is not None and find_spec("modules_forge") is not None:
+        return UnsupportedBackend("Forge (backend)", FORGE_MAIN_UNSUPPORTED)
+    return _adapter("a1111", "A1111Backend", "AUTOMATIC1111")
+
+
+def _find_spec(name: str):
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
+def _adapter(module: str, cls: str, name: str) -> Backend:
+    try:
+        return getattr(importlib.import_module(f"{__package__}.{module}"), cls)()
+    except Exception as err:  # a missing or broken adapter must not break the WebUI's start-up
+        return UnsupportedBackend(name, f"Sloth's {name} adapter could not be loaded ({err}); nothing will be "
+                                        "patched.")

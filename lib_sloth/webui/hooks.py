@@ -1,0 +1,99 @@
+"""What the Script's hooks do, kept out of the Script so they read in one place.
+
+Per job, `prepare_job` (from ``Script.process``) turns the args into settings, writes the info
+text and keeps the settings on ``p.sloth_settings`` (None = do nothing). Per sampling pass,
+`attach_pass` hands them to the backend. All state lives on ``p``, which X/Y/Z copies per cell
+(a shallow copy): dicts that may be shared with the original ``p`` (``extra_generation_params``,
+``comments``) are copied on write, never changed in place, so nothing leaks from one cell to the
+next; a job without Sloth leaves them alone.
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+
+from .. import infotext, user_presets
+from ..settings import SettingsError
+from . import args as script_args
+
+OUR_KEYS = (*infotext.all_keys(), infotext.NOTES_KEY, infotext.ERROR_KEY)
+
+
+def prepare_job(p, args, presets_path: str) -> script_args.Request | None:
+    """Resolve this job's settings; on a bad name or value, report it and patch nothing."""
+    p.sloth_settings = None
+    p.sloth_notes = []
+    p.sloth_live_notes = []
+    params = getattr(p, "extra_generation_params", None)
+    if params is None or any(k in OUR_KEYS for k in params):  # stale keys, e.g. from a reused p
+        p.extra_generation_params = {k: v for k, v in (params or {}).items() if k not in OUR_KEYS}
+    try:
+        request = script_args.resolve(args, p, user_presets=lambda: user_presets.load(presets_path)[0])
+    except SettingsError as err:
+        report_error(p, err)
+        return None
+    if request.enabled:
+        p.sloth_settings = request.settings
+        write_params(p, infotext.to_params(request.settings))
+    return request
+
+
+def write_params(p, entries: dict) -> None:
+    """Add info-text entries without changing a dict the original p (or other cells) may share."""
+    p.extra_generation_params = {**p.extra_generation_params, **entries}
+
+
+def report_error(p, err: Exception) -> None:
+    """Say plainly what was wrong, in the console, the info text and the UI's comments."""
+    message = f"{err}. Nothing was patched for this job."
+    print(f"[Sloth] Error: {message}", file=sys.stderr)
+    write_params(p, {infotext.ERROR_KEY: message})
+    if isinstance(getattr(p, "comments", None), dict):
+        p.comments = {**p.comments, f"Sloth error: {message}": 1}
+
+
+def attach_pass(p, backend) -> list[str]:
+    """Patch this sampling pass (if the job has active settings); returns the backend's notes."""
+    settings = getattr(p, "sloth_settings", None)
+    if settings is None or not settings.active:
+        return []
+    try:
+        live = backend.attach(p, settings, batch_seed(p)) or []
+    except Exception as err:  # the WebUI would only log it; say what it means for the image
+        traceback.print_exc()
+        live = [f"Sloth could not attach to this sampling pass ({type(err).__name__}: {err}); "
+                "it ran without Sloth"]
+    # The backend's list keeps growing while the pass samples (skipped layers, SAG skips):
+    # keep a reference and read it again after sampling (refresh_notes). A new list, not
+    # append: X/Y/Z cells are shallow copies of one p.
+    p.sloth_live_notes = [*(getattr(p, "sloth_live_notes", None) or []), live]
+    notes = [str(n) for n in live]
+    record_notes(p, notes)
+    return notes
+
+
+def refresh_notes(p) -> None:
+    """After a batch has sampled: report what the passes noted while sampling."""
+    live = getattr(p, "sloth_live_notes", None)
+    if live:
+        record_notes(p, [str(n) for notes in live for n in notes])
+
+
+def batch_seed(p) -> int:
+    """The first seed of the batch being sampled (``p.seeds`` is set per batch)."""
+    for seeds in (getattr(p, "seeds", None), getattr(p, "all_seeds", None)):
+        if seeds:
+            return int(seeds[0])
+    return int(getattr(p, "seed", 0) or 0)
+
+
+def record_notes(p, notes: list[str]) -> None:
+    """Print each new note once per job and list them all in the info text."""
+    seen = list(getattr(p, "sloth_notes", None) or [])
+    for note in notes:
+        if note not in seen:
+            seen.append(note)
+            print(f"[Sloth] {note}", file=sys.stderr)
+    p.sloth_notes = seen
+    if seen:
+        write_params(p, {infotext.NOTES_KEY: "; ".join(seen)})

@@ -1,0 +1,267 @@
+"""The A1111 adapter end to end, through the real Script, in the A1111 1.10.1 stand-in.
+
+The stand-in (tests/standins/a1111, see its README) is written from the WebUI's API: the
+CFGDenoiser's batch layout and call splitting, Sampler step counting (t_enc + 1 for img2img and
+hires), k-diffusion (x0) and timestep (eps, DDIM) denoisers. The model is a real random-weight
+ldm UNet inside a LatentDiffusion-like wrapper. Latents are captured at decode time.
+"""
+import os
+import sys
+
+import pytest
+import torch
+from ldm.modules.attention import CrossAttention
+
+from lib_sloth.settings import SlothSettings, settings_from_dict
+from lib_sloth.webui import a1111
+from lib_sloth.webui import args as script_args
+from unets import sd15_unet, sdxl_like_unet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STANDIN_ROOT = os.path.join(ROOT, "tests", "standins", "a1111")
+if STANDIN_ROOT not in sys.path:
+    sys.path.insert(0, STANDIN_ROOT)
+
+import standin  # noqa: E402
+import standin_sd_model  # noqa: E402
+from modules import scripts, shared  # noqa: E402
+
+CTX = 32
+SAG = {"sag.enabled": True, "sag.scale": 1.0}
+
+
+class CapturingBackend(a1111.A1111Backend):
+    """The real adapter; keeps each pass object so tests can look at its clock and patch."""
+
+    def __init__(self):
+        self.passes = []
+
+    def attach(self, p, settings, seed):
+        notes = super().attach(p, settings, seed)
+        self.passes.append(p.sampler.model_wrap_cfg)
+        return notes
+
+
+class TakesVector(torch.nn.Module):
+    """sgm's UNet takes the pooled vector y; ldm's SDXL-layout UNet has no input for it."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x, timesteps=None, context=None, y=None, **kwargs):
+        return self.unet(x, timesteps, context)
+
+
+def make_model(kind):
+    if kind == "sdxl":
+        unet = TakesVector(sdxl_like_unet(model_channels=64, context_dim=CTX))
+        return standin_sd_model.TinyLatentDiffusion(unet, kind="sdxl", context_dim=CTX, tokens=8, adm_dim=16)
+    return standin_sd_model.TinyLatentDiffusion(sd15_unet(context_dim=CTX), kind="sd1", context_dim=CTX, tokens=8)
+
+
+@pytest.fixture(scope="module")
+def webui():
+    torch.set_num_threads(1)
+    standin.reset()
+    standin.use_model(make_model("sd1"))
+    standin.load_scripts([ROOT])
+    standin.start_ui()
+    yield
+    standin.reset()
+
+
+@pytest.fixture
+def backend(webui):
+    captured = CapturingBackend()
+    for runner in (scripts.scripts_txt2img, scripts.scripts_img2img):
+        runner.script("Sloth").backend = captured
+    shared.opts.batch_cond_uncond = True
+    return captured
+
+
+@pytest.fixture
+def sdxl(webui):
+    previous = shared.sd_model
+    standin.use_model(make_model("sdxl"))
+    yield
+    standin.use_model(previous)
+
+
+def generate(data=None, enabled=True, *, sampler="Euler", steps=4, size=256, img2img=False, prompt="a cat",
+             **kwargs):
+    settings = settings_from_dict(data or {})
+    runner = scripts.scripts_img2img if img2img else scripts.scripts_txt2img
+    args = standin.script_args_for(runner, "Sloth", script_args.to_args(settings, enabled))
+    make = standin.img2img if img2img else standin.txt2img
+    p = make(script_args=args, prompt=prompt, width=size, height=size, **kwargs)
+    p.steps, p.sampler_name, p.seed = steps, sampler, 1234
+    if img2img:
+        g = torch.Generator().manual_seed(5)
+        p.init_latent = torch.randn(p.batch_size, 4, size // 8, size // 8, generator=g)
+    latents = []
+    model = shared.sd_model
+    decode = model.decode_first_stage
+
+    def capture(z):
+        latents.append(z.detach().clone())
+        return decode(z)
+
+    model.decode_first_stage = capture
+    try:
+        standin.run(p)
+    finally:
+        del model.decode_first_stage
+    return torch.cat(latents), p
+
+
+def test_disabled_and_neutral_are_bit_identical_to_no_extension(backend):
+    plain, _ = generate(enabled=False)
+    neutral, _ = generate({})
+    assert torch.equal(plain, neutral) and backend.passes == []
+
+
+@pytest.mark.parametrize("data", [{"slothful.enabled": True}, {"tile.enabled": True, "tile.tile_size": 16},
+                                  {"nearsighted.enabled": True}, {"agentsd.enabled": True}, SAG])
+def test_each_method_changes_the_image_and_is_undone_after_the_pass(backend, data):
+    original = CrossAttention.forward
+    plain, _ = generate(enabled=False, size=256)
+    out, _ = generate(data, size=256)
+    assert torch.isfinite(out).all() and not torch.allclose(out, plain, atol=1e-4)
+    assert CrossAttention.forward is original
+    assert backend.passes and all(not d.sloth_pass.patch.installed for d in backend.passes)
+
+
+def test_methods_combine_with_sag(backend):
+    out, _ = generate({"slothful.enabled": True, **SAG})
+    slothful, _ = generate({"slothful.enabled": True})
+    assert torch.isfinite(out).all() and not torch.allclose(out, slothful, atol=1e-4)
+
+
+def test_each_step_knows_its_step_and_the_pass_total(backend):
+    generate({"slothful.enabled": True}, steps=5)
+    clock = backend.passes[-1].sloth_pass.clock
+    assert clock.total == 5 and clock.step == 5  # five callbacks seen
+
+
+def test_second_order_sampler_calls_twice_but_counts_steps(backend):
+    generate({"slothful.enabled": True}, steps=3, sampler="Heun")
+    denoiser = backend.passes[-1]
+    assert denoiser.step > 3  # more denoiser calls than steps
+    assert denoiser.sloth_pass.clock.total == 3 and denoiser.sloth_pass.clock.step == 3
+
+
+def test_hires_pass_has_its_own_total_and_size(backend):
+    generate({"slothful.enabled": True}, steps=4, size=64, enable_hr=True, hr_scale=2.0, hr_second_pass_steps=6,
+             denoising_strength=0.5, hr_upscaler="Latent")
+    first, second = backend.passes
+    assert first.sloth_pass.clock.total == 4
+    assert second.sloth_pass.clock.total == 6  # t_enc + 1 = the hires steps asked for
+    assert second.sloth_pass.patch.rewritten  # ran at the hires size
+
+
+def test_img2img_schedule_covers_the_steps_actually_run(backend):
+    generate({"slothful.enabled": True}, steps=10, img2img=True, denoising_strength=0.5)
+    clock = backend.passes[-1].sloth_pass.clock
+    assert clock.total == 6 and clock.step == 6
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "DDIM"])
+def test_sag_runs_one_extra_model_call_per_step_and_changes_the_image(backend, sampler):
+    plain, _ = generate(enabled=False, sampler=sampler)
+    calls_before = len(shared.sd_model.calls)
+    generate(enabled=False, sampler=sampler)
+    plain_calls = len(shared.sd_model.calls) - calls_before
+    calls_before = len(shared.sd_model.calls)
+    out, _ = generate(SAG, sampler=sampler)
+    sag_calls = len(shared.sd_model.calls) - calls_before
+    sag = backend.passes[-1].sloth_pass.sag
+    assert sag.extra_calls == plain_calls  # one batched CFG call per step, one SAG call per step
+    assert sag_calls == 2 * plain_calls and sag.recorded is None  # the map is not kept after a step
+    assert torch.isfinite(out).all() and not torch.allclose(out, plain, atol=1e-4)
+
+
+def test_sag_scale_zero_is_bit_identical(backend):
+    plain, _ = generate(enabled=False)
+    out, _ = generate({"sag.enabled": True, "sag.scale": 0.0})
+    assert torch.equal(plain, out)
+
+
+def test_sag_batch_rows_use_their_own_maps(backend):
+    both, p = generate(SAG, batch_size=2)
+    seeds = p.all_seeds
+    assert seeds[1] != seeds[0]
+    alone = _generate_with_seed(SAG, seeds[1])
+    assert torch.allclose(both[1], alone[0], atol=1e-4)
+
+
+def _generate_with_seed(data, seed):
+    settings = settings_from_dict(data)
+    args = standin.script_args_for(scripts.scripts_txt2img, "Sloth", script_args.to_args(settings, True))
+    p = standin.txt2img(script_args=args, prompt="a cat", width=256, height=256)
+    p.steps, p.sampler_name, p.seed = 4, "Euler", seed
+    latents = []
+    model = shared.sd_model
+    decode = model.decode_first_stage
+    model.decode_first_stage = lambda z: (latents.append(z.detach().clone()), decode(z))[1]
+    try:
+        standin.run(p)
+    finally:
+        del model.decode_first_stage
+    return torch.cat(latents)
+
+
+def test_sag_split_calls_match_one_batched_call(backend):
+    batched, _ = generate(SAG, batch_size=2)
+    shared.opts.batch_cond_uncond = False
+    split, _ = generate(SAG, batch_size=2)
+    assert torch.allclose(batched, split, atol=1e-4)
+
+
+def test_sag_with_an_and_prompt_finds_the_uncond_rows(backend):
+    plain, _ = generate(enabled=False, prompt="a cat AND a dog")
+    out, _ = generate(SAG, prompt="a cat AND a dog")
+    sag = backend.passes[-1].sloth_pass.sag
+    assert sag.extra_calls == 4 and not torch.allclose(out, plain, atol=1e-4)
+
+
+def test_sag_on_the_sdxl_layout(backend, sdxl):
+    plain, _ = generate(enabled=False)
+    out, _ = generate(SAG)
+    assert torch.isfinite(out).all() and not torch.allclose(out, plain, atol=1e-4)
+    assert backend.passes[-1].sloth_pass.sag.extra_calls == 4
+
+
+def test_patch_is_gone_after_an_error_mid_sampling(backend):
+    original = CrossAttention.forward
+    model = shared.sd_model
+    apply_model = model.apply_model
+    calls = []
+
+    def failing(x, t, cond):
+        calls.append(1)
+        if len(calls) == 3:
+            assert CrossAttention.forward is not original  # inside the patched pass
+            raise RuntimeError("boom")
+        return apply_model(x, t, cond)
+
+    model.apply_model = failing
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            generate({"slothful.enabled": True, **SAG})
+    finally:
+        del model.apply_model
+    assert CrossAttention.forward is original
+    assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+def test_notes_made_while_sampling_reach_the_info_text(backend):
+    import tomesd
+
+    model = shared.sd_model
+    tomesd.apply_patch(model, ratio=0.5)  # the WebUI's own token merging, applied around sampling
+    try:
+        _, p = generate({"agentsd.enabled": True})
+    finally:
+        tomesd.remove_patch(model)
+    assert "AgentSD skipped" in p.extra_generation_params.get("Sloth notes", "")

@@ -1,0 +1,246 @@
+"""The Sloth accordion, built with the real gradio 3.41.2 in gr.Blocks (no browser).
+
+Every control comes from the settings table; presets and pasted info text update every control;
+the hover hints in javascript/ match the table and every control's elem_id.
+"""
+import os
+import sys
+
+import gradio as gr
+import pytest
+from hypothesis import given, settings as hsettings
+
+from lib_sloth import infotext, user_presets
+from lib_sloth.settings import PRESETS, SlothSettings, iter_fields, preset, settings_from_dict, to_flat
+from lib_sloth.webui import args as script_args
+from lib_sloth.webui import hints, labels, ui
+from settings_strategies import pasted_subset, random_settings
+
+STANDIN_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins", "a1111")
+if STANDIN_ROOT not in sys.path:
+    sys.path.insert(0, STANDIN_ROOT)
+
+from modules import infotext_utils  # noqa: E402  (stand-ins of the WebUI's modules)
+from modules.ui_components import InputAccordion  # noqa: E402
+
+PREFIX = "script_txt2img_sloth_"
+SPECS = list(iter_fields())
+
+
+def build(presets_path, **kwargs):
+    with gr.Blocks() as blocks:
+        built = ui.build(elem_id=lambda item: PREFIX + item, presets_path=str(presets_path), **kwargs)
+    return blocks, built
+
+
+@pytest.fixture
+def presets_path(tmp_path):
+    return str(tmp_path / "user_presets.json")
+
+
+@pytest.fixture
+def built(presets_path):
+    return build(presets_path, accordion_cls=InputAccordion)
+
+
+@pytest.fixture(scope="module")
+def paste_ui(tmp_path_factory):
+    """One UI for the paste tests: pasting only computes updates, it changes no component."""
+    return build(tmp_path_factory.mktemp("paste") / "user_presets.json", accordion_cls=InputAccordion)[1]
+
+
+def handler(blocks, component, trigger):
+    """The python function gradio runs for `trigger` on `component`."""
+    for dep, fn in zip(blocks.dependencies, blocks.fns):
+        if component._id in dep["targets"] and dep["trigger"] == trigger and fn.fn is not None:
+            return fn.fn
+    raise LookupError(trigger)
+
+
+def values_after(updates, controls, before):
+    """Control values after a gradio event returned `updates` for `controls`."""
+    out = dict(before)
+    for control, update in zip(controls, updates):
+        if "value" in update:
+            out[control] = update["value"]
+    return out
+
+
+def choice_values(control):
+    """gradio 3.41 stores choices as (label, value) pairs."""
+    return [c[1] if isinstance(c, tuple) else c for c in control.choices]
+
+
+def ui_settings(built, values):
+    return settings_from_dict({s.path: values[built.components[s.path]] for s in SPECS})
+
+
+def test_controls_follow_the_positional_order(built):
+    _, b = built
+    assert b.controls == [b.components[name] for name in script_args.arg_names()]
+    assert script_args.arg_names()[:3] == ["enabled", "preset", SPECS[0].path]
+    assert [c.value for c in b.controls] == script_args.default_args()
+
+
+def test_every_setting_has_a_control_with_the_tables_range_and_default(built):
+    _, b = built
+    for spec in SPECS:
+        control = b.components[spec.path]
+        assert control.label == labels.label(spec.path) and control.elem_id == PREFIX + labels.item_id(spec.path)
+        if spec.kind == "bool":
+            assert isinstance(control, gr.Checkbox) and control.value is spec.default
+        elif spec.kind == "choice":
+            assert isinstance(control, gr.Radio) and choice_values(control) == [str(c) for c in spec.choices]
+            assert control.value == str(spec.default)
+        else:
+            assert isinstance(control, gr.Slider), spec.path
+            assert (control.minimum, control.maximum, control.value) == (spec.lo, spec.hi, spec.default)
+            assert control.step == 1 if spec.integer else 0 < control.step <= (spec.hi - spec.lo) / 100
+
+
+def test_slider_steps_reach_the_defaults_and_every_preset_value(built):
+    _, b = built
+    for spec in SPECS:
+        control = b.components[spec.path]
+        if not isinstance(control, gr.Slider):
+            continue
+        for value in [spec.default, spec.hi, *(to_flat(preset(n))[spec.path] for n in PRESETS)]:
+            steps = (value - spec.lo) / control.step
+            assert abs(steps - round(steps)) < 1e-6, (spec.path, value, control.step)
+
+
+def test_input_accordion_is_the_enable_toggle(built):
+    blocks, b = built
+    assert isinstance(b.components["enabled"], InputAccordion) and b.components["enabled"].value is False
+    assert b.components["enabled"].accordion.elem_id == PREFIX + "enabled"
+
+
+def test_without_input_accordion_a_checkbox_in_a_closed_accordion(presets_path):
+    blocks, b = build(presets_path, accordion_cls=None)
+    enabled = b.components["enabled"]
+    assert type(enabled) is gr.Checkbox and enabled.value is False and enabled.elem_id == PREFIX + "enabled"
+    outer = [c for c in blocks.blocks.values() if isinstance(c, gr.Accordion) and c.elem_id == PREFIX + "accordion"]
+    assert len(outer) == 1 and outer[0].open is False
+
+
+def test_one_section_per_method_in_the_issues_order(built):
+    blocks, _ = built
+    titles = [c.label for c in blocks.blocks.values() if isinstance(c, gr.Accordion) and c.label != "Sloth"]
+    assert titles == ["Slothful Attention", "Near-sighted Tile", "Near-sighted Attention", "Self-Attention Guidance",
+                      "AgentSD"]
+
+
+def test_committed_hints_js_is_generated_from_the_settings_table():
+    with open(hints.JS_PATH, encoding="utf-8") as f:
+        assert f.read() == hints.render_js(), "run: python -m lib_sloth.webui.hints"
+    for spec in SPECS:
+        assert hints.hint_map()[labels.item_id(spec.path)] == spec.hint
+
+
+def test_every_control_has_a_hint_keyed_by_its_elem_id(built):
+    blocks, _ = built
+    kinds = (gr.Checkbox, gr.Slider, gr.Radio, gr.Dropdown, gr.Textbox, gr.Button)
+    ids = {c.elem_id[len(PREFIX):].removesuffix("-checkbox") for c in blocks.blocks.values()
+           if isinstance(c, kinds) and (c.elem_id or "").startswith(PREFIX)}
+    assert ids == set(hints.hint_map())  # every control has one, and no hint is stale
+    assert all(hint.strip() for hint in hints.hint_map().values())
+
+
+def test_choosing_a_builtin_preset_updates_every_control(built):
+    blocks, b = built
+    leaf = [b.components[s.path] for s in SPECS]
+    before = {c: c.value for c in leaf}
+    for name in PRESETS:
+        updates = handler(blocks, b.components["preset"], "input")(name)
+        assert len(updates) == len(leaf) + 1 and all("value" in u for u in updates[:-1])
+        assert ui_settings(b, values_after(updates, leaf, before)) == preset(name)
+
+
+def test_save_overwrite_choose_and_delete_a_user_preset(built, presets_path):
+    blocks, b = built
+    leaf = [b.components[s.path] for s in SPECS]
+    mine = settings_from_dict({"sag": {"enabled": True, "scale": 1.5}, "upcast_attention": True})
+    save = handler(blocks, b.extras["preset_save"], "click")
+    dropdown, status = save("mine", *script_args.to_args(mine)[2:])
+    assert dropdown["choices"] == [*PRESETS, "mine"] and dropdown["value"] == "mine" and "saved" in status["value"]
+    assert user_presets.load(presets_path)[0] == {"mine": mine}
+
+    dropdown, status = save("mine", *script_args.to_args(preset("speed"))[2:])
+    assert "overwrote" in status["value"] and user_presets.load(presets_path)[0] == {"mine": preset("speed")}
+
+    updates = handler(blocks, b.components["preset"], "input")("mine")
+    assert ui_settings(b, values_after(updates, leaf, {c: c.value for c in leaf})) == preset("speed")
+
+    dropdown, status = handler(blocks, b.extras["preset_delete"], "click")("", "mine")
+    assert dropdown["choices"] == list(PRESETS) and "deleted" in status["value"]
+    assert user_presets.load(presets_path)[0] == {}
+
+
+def test_saving_invalid_controls_or_a_builtin_name_says_why(built, presets_path):
+    blocks, b = built
+    save = handler(blocks, b.extras["preset_save"], "click")
+    values = script_args.to_args(SlothSettings())[2:]
+    values[[s.path for s in SPECS].index("tile.enabled")] = True
+    values[[s.path for s in SPECS].index("slothful.enabled")] = True
+    assert "enable only one" in save("both", *values)[1]["value"]
+    assert "built-in" in save("speed", *script_args.to_args(SlothSettings())[2:])[1]["value"]
+    assert not os.path.exists(presets_path)
+
+
+def test_a_corrupt_presets_file_is_shown_and_ignored(presets_path):
+    with open(presets_path, "w", encoding="utf-8") as f:
+        f.write("{broken")
+    _, b = build(presets_path, accordion_cls=None)
+    assert "could not read user presets" in b.extras["status"].value
+    assert choice_values(b.components["preset"]) == list(PRESETS)
+
+
+def test_building_writes_no_file(presets_path):
+    build(presets_path)
+    assert not os.path.exists(presets_path)
+
+
+def test_backend_note_is_shown_at_the_top(presets_path):
+    _, b = build(presets_path, accordion_cls=None, backend_note="not supported on this Forge version")
+    assert "not supported on this Forge version" in b.extras["note"].value
+
+
+def test_switching_a_rewrite_on_switches_its_rivals_off(built):
+    blocks, b = built
+    switch = handler(blocks, b.components["tile.enabled"], "input")
+    assert switch(True) == [gr.update(value=False), gr.update(value=False), gr.update(value=False)]
+    assert all("value" not in u for u in switch(False))
+    assert script_args.conflicting_enables("tile.enabled") == ["slothful.enabled", "nearsighted.enabled",
+                                                               "agentsd.enabled"]
+    assert script_args.conflicting_enables("sag.enabled") == []
+
+
+def test_paste_fields_are_labels_that_paste_every_control(built):
+    _, b = built
+    assert len(b.infotext_fields) == 1 + len(SPECS)
+    assert b.paste_field_names == [str(key) for _, key in b.infotext_fields]
+    assert all(callable(key) and isinstance(key, str) for _, key in b.infotext_fields)
+
+
+def paste(b, text):
+    controls = [c for c, _ in b.infotext_fields]
+    updates = infotext_utils.apply_paste(text, b.infotext_fields)
+    return values_after(updates, controls, {c: c.value for c in controls}), updates
+
+
+@hsettings(max_examples=15, deadline=None)
+@given(random_settings())
+def test_pasting_an_info_text_restores_every_control(paste_ui, settings):
+    b = paste_ui
+    line = ", ".join(f"{k}: {infotext_utils.quote(v)}" for k, v in
+                     {"Steps": 20, "Sampler": "Euler", "Seed": 1, **infotext.to_params(settings)}.items())
+    values, _ = paste(b, f"a photo\n{line}")
+    assert values[b.components["enabled"]] is True
+    assert ui_settings(b, values) == settings_from_dict(pasted_subset(settings))
+
+
+def test_pasting_an_info_text_without_our_keys_switches_sloth_off(built):
+    _, b = built
+    values, updates = paste(b, "a photo\nSteps: 20, Sampler: Euler, Seed: 1")
+    assert updates[0] == gr.update(value=False)
+    assert all("value" not in u for u in updates[1:])  # everything else is left as it was
