@@ -27,16 +27,59 @@ from typing import Callable, ContextManager, List
 import torch
 
 from .patch import SlothPatch
+from .prediction import NoiseSpace
+from .sag import SagPass
 from .settings import settings_from_dict
 
 TOTAL_STEPS = 20
 
 
+def unet_forward(unet, x, t, ctx, handle):
+    unet(x, t, ctx)
+
+
 @dataclass
 class Case:
     name: str
-    enter: Callable[[torch.nn.Module], ContextManager]  # context around one forward
-    kind: str = "unet"  # "unet": one forward; "cfg": one CFG step (see cfg_step)
+    enter: Callable[[torch.nn.Module], ContextManager]  # context around one timed run
+    run: Callable = unet_forward  # (unet, x, t, ctx, what enter yielded) -> None
+
+
+# ---- SAG: one CFG step (cond + uncond rows, eps model) with and without the guidance ----------
+CFG_SCALE = 7.0
+
+
+def sd15_alphas_cumprod() -> torch.Tensor:
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, 0)
+
+
+def cfg_step(unet, x, t, ctx, sag):
+    """Rows [cond, uncond] of one image; SAG arms the uncond row and adds one batch-1 call."""
+    if sag is not None:
+        sag.arm(slice(-1, None))
+    out = unet(x, t, ctx)
+    cond, uncond = out[:1], out[1:]
+    cfg = uncond + CFG_SCALE * (cond - uncond)
+    if sag is not None:
+        sag.map_bytes = sag.recorded.nbytes if sag.recorded is not None else 0
+        space = NoiseSpace.from_alphas_cumprod(sd15_alphas_cumprod(), t[1:], like=x[1:])
+        sag.guide(cfg, x[1:], uncond, lambda xd: unet(xd, t[1:], ctx[1:]), space=space, prediction="eps")
+
+
+def sag_cases() -> List[Case]:
+    settings = settings_from_dict({"sag.enabled": True})
+
+    @contextlib.contextmanager
+    def with_sag(unet):
+        patch = SlothPatch(unet, settings, seed=1)
+        sag = SagPass(settings.sag, patch)
+        with patch:
+            patch.set_step(0, TOTAL_STEPS)
+            yield sag
+
+    return [Case("cfg step", lambda unet: contextlib.nullcontext(), cfg_step),
+            Case("cfg step + SAG", with_sag, cfg_step)]
 
 
 def _peak_step(peak_time: float) -> int:
@@ -171,8 +214,9 @@ def _status_kb(key: str) -> int:
     return 0
 
 
-def run(sizes, reps, cases, device, dtype, log=print):
-    unet = build_unet(device, dtype)
+def run(sizes, reps, cases, device, dtype, log=print, unet=None):
+    """Time every case at every size; the first case is the baseline of its group."""
+    unet = unet or build_unet(device, dtype)
     results = []
     for size in sizes:
         lat = size // 8
@@ -182,32 +226,47 @@ def run(sizes, reps, cases, device, dtype, log=print):
         ctx = torch.randn(2, 77, 768, generator=g).to(device, dtype)
         times = {c.name: [] for c in cases}
         mems = {c.name: 0.0 for c in cases}
+        extra = {}
         meter = PeakMemory(device)
         with torch.no_grad(), sdp_attention():
-            with cases[0].enter(unet):
-                unet(x, t, ctx)  # warm-up: allocator, kernels
+            with cases[0].enter(unet) as handle:
+                cases[0].run(unet, x, t, ctx, handle)  # warm-up: allocator, kernels
             for rep in range(reps):
                 order = cases if rep % 2 == 0 else list(reversed(cases))  # interleave, alternate order
                 for case in order:
-                    with case.enter(unet):
+                    with case.enter(unet) as handle:
                         meter.start()
                         t0 = time.perf_counter()
-                        unet(x, t, ctx)
+                        case.run(unet, x, t, ctx, handle)
                         if device.type == "cuda":
                             torch.cuda.synchronize()
                         times[case.name].append(time.perf_counter() - t0)
                         mems[case.name] = max(mems[case.name], meter.stop())
+                        if getattr(handle, "map_bytes", None):
+                            extra[case.name] = {"sag_map_mb": round(handle.map_bytes / 2**20, 3)}
                     log(f"  {size}px rep {rep + 1}/{reps} {case.name}: {times[case.name][-1]:.2f}s")
         base = statistics.median(times[cases[0].name])
         for case in cases:
             med = statistics.median(times[case.name])
             results.append({"name": case.name, "size": size, "median_s": round(med, 4),
-                            "ratio_vs_baseline": round(base / med, 3), "peak_mem_mb": round(mems[case.name], 1)})
+                            "ratio_vs_baseline": round(base / med, 3), "peak_mem_mb": round(mems[case.name], 1),
+                            **extra.get(case.name, {})})
     return results
 
 
+def sag_map_mb(unet, size: int) -> float:
+    """Bytes of SAG's recorded map (one uncond image) at `size` px: heads x N x N fp32, N the
+    middle block's tokens. Computed from the layer; the 512 px run measures the same formula."""
+    from .patch import find_self_attention
+
+    layer = next(m for m, info in find_self_attention(unet).items() if info.block == "middle")
+    downsample = 2 ** sum(1 for m in unet.modules() if type(m).__name__ == "Downsample")
+    tokens = (-(-size // 8 // downsample)) ** 2
+    return layer.heads * tokens * tokens * 4 / 2**20
+
+
 def table(results) -> str:
-    lines = ["| case | size | median s | speed-up vs unpatched | peak mem MB |", "|---|---:|---:|---:|---:|"]
+    lines = ["| case | size | median s | speed-up vs baseline | peak mem MB |", "|---|---:|---:|---:|---:|"]
     for r in results:
         lines.append(f"| {r['name']} | {r['size']}² | {r['median_s']:.3f} | {r['ratio_vs_baseline']:.2f}× "
                      f"| {r['peak_mem_mb']:.0f} |")
@@ -221,6 +280,7 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--only", nargs="+", help="case names to run (the unpatched baseline always runs)")
+    ap.add_argument("--sag-sizes", type=int, nargs="*", default=[512], help="sizes of the SAG CFG-step cases")
     args = ap.parse_args(argv)
     sizes, reps = ([512], 1) if args.quick else (args.sizes, args.reps)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -230,10 +290,15 @@ def main(argv=None):
         cases = [cases[0]] + [c for c in cases[1:] if c.name in args.only]
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     log(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, sizes {sizes}, reps {reps}")
-    results = run(sizes, reps, cases, device, dtype, log)
+    unet = build_unet(device, dtype)
+    results = run(sizes, reps, cases, device, dtype, log, unet)
+    if args.sag_sizes and (not args.only or "sag" in args.only):
+        results += run(args.sag_sizes, reps, sag_cases(), device, dtype, log, unet)
     report = {"device": str(device) + ("" if device.type == "cuda" else f" ({os.cpu_count()} cores)"),
-              "torch": torch.__version__, "cases": results}
+              "torch": torch.__version__, "cases": results,
+              "sag_map_mb_1024": round(sag_map_mb(unet, 1024), 3)}
     print(table(results))
+    print(f"SAG map at 1024 px (one uncond image): {report['sag_map_mb_1024']} MB")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

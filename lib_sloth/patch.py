@@ -142,7 +142,7 @@ class SlothPatch:
             return
         handle = self.unet.register_forward_pre_hook(self._record_latent, with_kwargs=True)
         self._undo.append(handle.remove)
-        if hasattr(self.unet, "_tome_info"):
+        if any(merged_by_tomesd(b) for b in self._owners):
             self.note("token merging (tomesd) is active on this UNet; layers whose tokens it merged "
                       "are left unchanged")
         for cls in {type(m) for m in self.layers}:

@@ -50,6 +50,7 @@ class Script(scripts.Script):
     # A1111 1.7-1.9 have no process_before_every_sampling: first pass / img2img and hires pass.
     def process_batch(self, p, *args, **kwargs):
         if not _has_every_sampling_hook():
+            _defer_txt2img(p)
             hooks.attach_pass(p, self._backend())
 
     # After sampling, before the batch's images get their info text: notes made while sampling.
@@ -58,7 +59,14 @@ class Script(scripts.Script):
 
     def before_hr(self, p, *args):
         if not _has_every_sampling_hook():
+            _defer_txt2img(p)
             hooks.attach_pass(p, self._backend())
+
+
+def _defer_txt2img(p) -> None:
+    # txt2img creates each pass's sampler inside sample(), after these hooks: p.sampler is missing
+    # or the previous pass's, so the adapter attaches at the pass's first denoiser call instead
+    p.sloth_defer = "Img2Img" not in type(p).__name__
 
 
 def _has_every_sampling_hook() -> bool:
@@ -77,3 +85,12 @@ def _presets_path():
 # and register() skips axes that are already present, so a reload never adds them twice.
 script_callbacks.on_before_ui(xyz.before_ui_callback(_presets_path))
 script_callbacks.on_infotext_pasted(_migrate_pasted)
+
+
+def _attach_deferred(params):  # A1111 1.7-1.9 txt2img first pass: its sampler exists only now
+    from lib_sloth.webui import a1111
+
+    a1111.attach_deferred(getattr(params, "denoiser", None))
+
+
+script_callbacks.on_cfg_denoiser(_attach_deferred)

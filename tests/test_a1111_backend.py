@@ -38,7 +38,8 @@ class CapturingBackend(a1111.A1111Backend):
 
     def attach(self, p, settings, seed):
         notes = super().attach(p, settings, seed)
-        self.passes.append(p.sampler.model_wrap_cfg)
+        if getattr(p, "sloth_deferred", None) is None:  # a deferred pass has no denoiser yet
+            self.passes.append(p.sampler.model_wrap_cfg)
         return notes
 
 
@@ -89,13 +90,13 @@ def sdxl(webui):
 
 
 def generate(data=None, enabled=True, *, sampler="Euler", steps=4, size=256, img2img=False, prompt="a cat",
-             **kwargs):
+             seed=1234, **kwargs):
     settings = settings_from_dict(data or {})
     runner = scripts.scripts_img2img if img2img else scripts.scripts_txt2img
     args = standin.script_args_for(runner, "Sloth", script_args.to_args(settings, enabled))
     make = standin.img2img if img2img else standin.txt2img
     p = make(script_args=args, prompt=prompt, width=size, height=size, **kwargs)
-    p.steps, p.sampler_name, p.seed = steps, sampler, 1234
+    p.steps, p.sampler_name, p.seed = steps, sampler, seed
     if img2img:
         g = torch.Generator().manual_seed(5)
         p.init_latent = torch.randn(p.batch_size, 4, size // 8, size // 8, generator=g)
@@ -191,24 +192,8 @@ def test_sag_batch_rows_use_their_own_maps(backend):
     both, p = generate(SAG, batch_size=2)
     seeds = p.all_seeds
     assert seeds[1] != seeds[0]
-    alone = _generate_with_seed(SAG, seeds[1])
+    alone, _ = generate(SAG, seed=seeds[1])
     assert torch.allclose(both[1], alone[0], atol=1e-4)
-
-
-def _generate_with_seed(data, seed):
-    settings = settings_from_dict(data)
-    args = standin.script_args_for(scripts.scripts_txt2img, "Sloth", script_args.to_args(settings, True))
-    p = standin.txt2img(script_args=args, prompt="a cat", width=256, height=256)
-    p.steps, p.sampler_name, p.seed = 4, "Euler", seed
-    latents = []
-    model = shared.sd_model
-    decode = model.decode_first_stage
-    model.decode_first_stage = lambda z: (latents.append(z.detach().clone()), decode(z))[1]
-    try:
-        standin.run(p)
-    finally:
-        del model.decode_first_stage
-    return torch.cat(latents)
 
 
 def test_sag_split_calls_match_one_batched_call(backend):
@@ -265,3 +250,26 @@ def test_notes_made_while_sampling_reach_the_info_text(backend):
     finally:
         tomesd.remove_patch(model)
     assert "AgentSD skipped" in p.extra_generation_params.get("Sloth notes", "")
+
+
+def test_img2img_batches_share_one_sampler_without_nesting_the_wrappers(backend):
+    out, p = generate({"slothful.enabled": True, **SAG}, img2img=True, denoising_strength=0.5, n_iter=2)
+    first, second = backend.passes
+    assert first is second  # the WebUI keeps one sampler (and CFG denoiser) for every batch of img2img
+    denoiser = second
+    assert denoiser.sloth_pass.sag.extra_calls == denoiser.sloth_pass.clock.total  # one SAG call a step, not two
+    assert list(denoiser.__dict__).count("forward") == 1
+    assert torch.isfinite(out).all() and out.shape[0] == 2
+
+
+def test_a1111_before_1_10_attaches_the_first_pass_at_its_first_denoiser_call(backend, monkeypatch):
+    """1.7-1.9 have no process_before_every_sampling: the Script attaches from process_batch, where
+    a txt2img sampler does not exist yet, and the cfg_denoiser callback finishes the job."""
+    monkeypatch.delattr(scripts.Script, "process_before_every_sampling")
+    monkeypatch.setattr(scripts.ScriptRunner, "process_before_every_sampling", lambda *a, **k: None)
+    plain, _ = generate(enabled=False, n_iter=2)
+    out, p = generate({"slothful.enabled": True}, n_iter=2)
+    denoiser = p.sampler.model_wrap_cfg  # the second batch's: each batch attached to its own sampler
+    assert denoiser.sloth_pass is not None and denoiser.sloth_pass.patch.rewritten
+    assert "first denoiser call" in p.extra_generation_params.get("Sloth notes", "")
+    assert not torch.allclose(out[0], plain[0], atol=1e-4) and not torch.allclose(out[1], plain[1], atol=1e-4)

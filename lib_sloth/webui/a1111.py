@@ -22,6 +22,7 @@ from typing import List, Optional
 
 import torch
 
+from ..agentsd import merged_by_tomesd
 from ..patch import SlothPatch
 from ..prediction import NoiseSpace
 from ..sag import SagPass
@@ -36,15 +37,45 @@ class A1111Backend(Backend):
         sd_model = p.sd_model
         if getattr(sd_model, "is_sd3", False):
             return ["Sloth does nothing on SD3 (an MMDiT has no UNet self-attention); skipped"]
+        if getattr(p, "sampler", None) is None or getattr(p, "sloth_defer", False):
+            # A1111 1.7-1.9 txt2img: the first pass's sampler does not exist yet at process_batch;
+            # attach_deferred (from the cfg_denoiser callback) attaches at its first denoiser call
+            notes: List[str] = []
+            p.sloth_deferred = (settings, seed, notes)
+            return notes
         denoiser = p.sampler.model_wrap_cfg
         sloth_pass = A1111Pass(denoiser, sd_model.model.diffusion_model, settings, seed, StepClock(p.sampler, p.steps))
         return sloth_pass.notes
+
+
+def attach_deferred(denoiser) -> None:
+    """cfg_denoiser callback for A1111 1.7-1.9: attach a deferred first pass to its denoiser.
+
+    The call that fires the callback is already under way, so it runs without Sloth; every
+    later call of the pass has it. The WebUI sets `denoiser.p` when the sampler initialises.
+    """
+    p = getattr(denoiser, "p", None)
+    deferred = getattr(p, "sloth_deferred", None)
+    if deferred is None or getattr(denoiser, "sloth_pass", None) is not None:
+        return
+    settings, seed, notes = deferred
+    p.sloth_deferred = p.sloth_defer = None
+    sloth_pass = A1111Pass(denoiser, p.sd_model.model.diffusion_model, settings, seed,
+                           StepClock(p.sampler, p.steps))
+    notes.append("A1111 before 1.10 has no hook before sampling: the first denoiser call of this pass "
+                 "ran without Sloth")
+    notes.extend(sloth_pass.notes)
+    sloth_pass.notes = sloth_pass.patch.notes = notes  # the list the Script already holds
 
 
 class A1111Pass:
     """Everything of one sampling pass; lives on the pass's CFGDenoiser instance."""
 
     def __init__(self, denoiser, unet, settings, seed: int, clock: StepClock):
+        earlier = getattr(denoiser, "sloth_pass", None)
+        if earlier is not None:  # img2img reuses one sampler for every batch: replace, never nest
+            earlier.detach()
+        self._wrapped: List[tuple] = []  # (object, attribute) of every instance wrapper we set
         self.denoiser = denoiser
         self.clock = clock
         self.patch = SlothPatch(unet, settings, seed)
@@ -64,7 +95,7 @@ class A1111Pass:
         if shadowed:
             self.patch.note(f"{shadowed} attention layers carry their own forward (the WebUI's HyperTile?); "
                             "Sloth's rewrite replaces it where Sloth is active")
-        if hasattr(unet, "_tome_info"):
+        if any(merged_by_tomesd(m) for m in unet.modules()):
             self.patch.note("the WebUI's token merging is active: layers it merged are left to it")
 
     # ---- per denoiser call ------------------------------------------------------------------
@@ -84,7 +115,7 @@ class A1111Pass:
                 self._call = None
                 self.sag.disarm()
 
-        self.denoiser.forward = forward  # instance attribute: gone with this pass's denoiser
+        self._set(self.denoiser, "forward", forward)  # instance attribute: gone with the denoiser
 
     def _rows_in(self, x, cond) -> int:
         """Rows of the full cond + uncond batch this call lays out (AND prompts add cond rows)."""
@@ -117,7 +148,7 @@ class A1111Pass:
             finally:
                 self.sag.stop_recording()  # keep the map; record no other call
 
-        inner.forward = forward
+        self._set(inner, "forward", forward)
 
     def _wrap_combine(self) -> None:
         original = self.denoiser.combine_denoised
@@ -140,7 +171,20 @@ class A1111Pass:
             return self.sag.guide(cfg, x, x_out[-n:], call_model, space=space, prediction=kind,
                                   uncond_is_real=real)
 
-        self.denoiser.combine_denoised = combine_denoised
+        self._set(self.denoiser, "combine_denoised", combine_denoised)
+
+    def _set(self, obj, name: str, wrapper) -> None:
+        obj.__dict__[name] = wrapper
+        self._wrapped.append((obj, name, wrapper))
+
+    def detach(self) -> None:
+        """Take this pass's wrappers off the denoiser (the class methods show through again)."""
+        for obj, name, wrapper in reversed(self._wrapped):
+            if obj.__dict__.get(name) is wrapper:
+                del obj.__dict__[name]
+        self._wrapped.clear()
+        if getattr(self.denoiser, "sloth_pass", None) is self:
+            self.denoiser.sloth_pass = None
 
     def _prediction_space(self, sigma, x):
         """k-diffusion denoisers return x0 in sigma space; timestep ones eps with integer t."""

@@ -16,11 +16,14 @@ class StepClock:
         self.fallback_total = max(1, int(fallback_total))
         self.step = 0
         original = sampler.callback_state
+        # img2img keeps one sampler for every batch of a job: replace an earlier clock, never nest
+        original = getattr(original, "sloth_original", original)
 
         def callback_state(d):
             self.step = int(d.get("i", self.step)) + 1
             return original(d)
 
+        callback_state.sloth_original = original
         sampler.callback_state = callback_state  # instance attribute: gone with the sampler
 
     @property

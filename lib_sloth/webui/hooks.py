@@ -58,7 +58,8 @@ def attach_pass(p, backend) -> list[str]:
     if settings is None or not settings.active:
         return []
     try:
-        live = backend.attach(p, settings, batch_seed(p)) or []
+        live = backend.attach(p, settings, batch_seed(p))
+        live = [] if live is None else live  # not `or []`: an empty list may still grow
     except Exception as err:  # the WebUI would only log it; say what it means for the image
         traceback.print_exc()
         live = [f"Sloth could not attach to this sampling pass ({type(err).__name__}: {err}); "
