@@ -1,0 +1,29 @@
+"""The README tells the truth about the settings table and the commands."""
+import os
+
+from lib_sloth import bench
+from lib_sloth.settings import iter_fields
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = open(os.path.join(ROOT, "README.md"), encoding="utf8").read()
+
+
+def test_every_setting_is_explained_in_its_section():
+    settings = README.split("## Settings", 1)[1].split("## Compatibility", 1)[0]
+    sections = {"slothful": "(`slothful.*`)", "tile": "(`tile.*`)", "nearsighted": "(`nearsighted.*`)",
+                "sag": "(`sag.*`)", "agentsd": "(`agentsd.*`)"}
+    for spec in iter_fields():
+        head, _, rest = spec.path.partition(".")
+        if head not in sections:
+            assert f"`{spec.path}`" in settings, spec.path
+            continue
+        body = settings.split(sections[head], 1)[1].split("\n### ", 1)[0]
+        group, _, leaf = rest.rpartition(".")
+        assert leaf in body or f"`{group}.*`" in body, spec.path  # "`input.*` ... as Slothful"
+
+
+def test_commands_and_measured_cases_are_listed():
+    assert "bash .ci/run" in README and "bash .ci/bench" in README
+    measured = README.split("### Measured", 1)[1]
+    for case in [c.name for c in bench.default_cases()] + [c.name for c in bench.sag_cases()]:
+        assert f"| {case} |" in measured, case
