@@ -85,6 +85,7 @@ class A1111Pass:
         self._call: Optional[_CallRows] = None
         self._inner = None  # the inner model we wrapped (the WebUI may replace it mid-pass)
         self._inner_forward = None
+        self._call_x = self._call_sigma = None  # this denoiser call's latent rows and sigmas
         self._check_neighbours(unet)
         self._wrap_forward()
         if self.sag.active:
