@@ -22,7 +22,6 @@ from typing import List, Optional
 
 import torch
 
-from ..agentsd import merged_by_tomesd
 from ..patch import SlothPatch
 from ..prediction import NoiseSpace
 from ..sag import SagPass
@@ -86,18 +85,9 @@ class A1111Pass:
         self._inner = None  # the inner model we wrapped (the WebUI may replace it mid-pass)
         self._inner_forward = None
         self._call_x = self._call_sigma = None  # this denoiser call's latent rows and sigmas
-        self._check_neighbours(unet)
         self._wrap_forward()
         if self.sag.active:
             self._wrap_combine()
-
-    def _check_neighbours(self, unet) -> None:
-        shadowed = sum(1 for m in unet.modules() if "forward" in m.__dict__ and hasattr(m, "to_q"))
-        if shadowed:
-            self.patch.note(f"{shadowed} attention layers carry their own forward (the WebUI's HyperTile?); "
-                            "Sloth's rewrite replaces it where Sloth is active")
-        if any(merged_by_tomesd(m) for m in unet.modules()):
-            self.patch.note("the WebUI's token merging is active: layers it merged are left to it")
 
     # ---- per denoiser call ------------------------------------------------------------------
     def _wrap_forward(self) -> None:

@@ -216,7 +216,7 @@ class ForgePass:
             raise
         finally:
             if armed:
-                _stop_recording(self.sag)
+                self.sag.stop_recording()
 
     def _uncond_rows(self, cond_or_uncond: Optional[Sequence[int]], rows: int) -> List[int]:
         """The rows of the first uncond chunk of this call ([] if none); counts this step's uncond chunks."""
@@ -300,15 +300,6 @@ def _without_area(entry):
     if not isinstance(entry, dict):
         return entry
     return {k: v for k, v in entry.items() if k not in AREA_KEYS}
-
-
-def _stop_recording(sag: SagPass) -> None:
-    """Keep the recorded map, record no further call (chunked calls must not replace it)."""
-    stop = getattr(sag, "stop_recording", None)
-    if stop is not None:
-        stop()
-    else:  # older lib_sloth.sag without stop_recording
-        sag._rows = None
 
 
 def _drop_post_cfg(model_options, sloth_pass) -> None:
