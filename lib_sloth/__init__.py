@@ -7,11 +7,12 @@ Pure torch + einops; imports no WebUI module (the adapters live in lib_sloth.web
         patch.set_step(step, total)
         ...
 """
-from .patch import SlothPatch, sloth_patch
+from .fields import SettingsError
+from .patch import SlothPatch
 from .prediction import NoiseSpace
+from .presets import PRESETS, preset
 from .sag import SagPass
-from .settings import (PRESETS, SettingsError, SlothSettings, iter_fields, preset, settings_from_dict,
-                       to_dict, to_flat)
+from .settings import SlothSettings, iter_fields, settings_from_dict, to_dict, to_flat
 
-__all__ = ["SlothPatch", "sloth_patch", "SagPass", "NoiseSpace", "SlothSettings", "SettingsError",
+__all__ = ["SlothPatch", "SagPass", "NoiseSpace", "SlothSettings", "SettingsError",
            "settings_from_dict", "preset", "PRESETS", "iter_fields", "to_dict", "to_flat"]

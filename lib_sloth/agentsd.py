@@ -52,18 +52,61 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 
 from .attention import attend
-from .settings import AgentPhase, AgentSDSettings, SlothSettings
+from .fields import SettingsError, Validated, nested, setting, validate
+from .layer_call import LayerCall, Runner
 from .tome import match
 
-if TYPE_CHECKING:  # methods imports this module; only the type names are needed here
-    from .methods import LayerCall, Runner
+AGENT_MAX_DOWNSAMPLE = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class AgentPhase:
+    """ToMe + agent settings for one part of the schedule."""
+
+    sx: int = setting(4, 1, 8, integer=True, hint="Merge cell width in tokens")
+    sy: int = setting(4, 1, 8, integer=True, hint="Merge cell height in tokens")
+    ratio: float = setting(0.4, 0.0, 0.9375,
+                           hint="Share of tokens merged away before attention; 0 = off for this phase")
+    agent_ratio: float = setting(0.95, 0.0, 1.0,
+                                 hint="Share merged away to make the agent tokens; agents only when far fewer than tokens")
+
+    def __post_init__(self):
+        validate(self)
+        cap = 1.0 - 1.0 / (self.sx * self.sy)
+        if self.ratio > cap + 1e-9:
+            raise SettingsError("ratio", f"={self.ratio} is out of range for sx={self.sx}, sy={self.sy}: "
+                                f"at most 1 - 1/(sx*sy) = {cap:.4f} of the tokens can be merged")
+
+
+def _late_phase() -> AgentPhase:
+    return AgentPhase(sx=2, sy=2, ratio=0.4, agent_ratio=0.5)
+
+
+@dataclass(frozen=True)
+class AgentSDSettings(Validated):
+    enabled: bool = setting(False, hint="Token merging with agent attention: faster, lower memory")
+    max_downsample: int = setting(1, choices=AGENT_MAX_DOWNSAMPLE, integer=True,
+                                  hint="Merge in levels down to this downsample, counted from the shallowest attention level")
+    switch_at: float = setting(0.4, 0.0, 1.0,
+                               hint="Share of the steps that use the early settings; the rest use the late ones")
+    use_rand: bool = setting(True, hint="Random destination per merge cell (seeded); off = always the first cell")
+    k_scale2: float = setting(0.3, 0.0, 1.0, hint="Temperature of the query-to-agent softmax")
+    k_shortcut: float = setting(0.075, 0.0, 1.0, hint="How much of the plain values is added back")
+    fp32: bool = setting(False, hint="Compute the agent similarities in fp32 (needed for SD2.x in fp16)")
+    early: AgentPhase = nested(AgentPhase, "Early steps")
+    late: AgentPhase = nested(_late_phase, "Late steps")
+
+    @property
+    def active(self) -> bool:
+        """Whether these settings can merge anything (a phase with ratio 0 merges nothing)."""
+        return self.enabled and max(self.early.ratio, self.late.ratio) > 0
 
 
 @dataclass(frozen=True)
@@ -98,7 +141,7 @@ def merge_seed(seed: int, step: int, level: int) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
-def layer_plan(s: AgentSDSettings, call: "LayerCall") -> Optional[AgentLayerPlan]:
+def layer_plan(s: AgentSDSettings, call: LayerCall) -> Optional[AgentLayerPlan]:
     """AgentSD's plan for this call, or None when it leaves the call alone."""
     if not s.enabled or 2 ** call.level > s.max_downsample:
         return None
@@ -119,13 +162,12 @@ def layer_plan(s: AgentSDSettings, call: "LayerCall") -> Optional[AgentLayerPlan
     return AgentLayerPlan(name, call.h, call.w, phase.sx, phase.sy, r, agent_r, seed)
 
 
-def plan_agentsd(settings: SlothSettings, call: "LayerCall") -> Optional["Runner"]:
-    s = settings.agentsd
+def plan_agentsd(s: AgentSDSettings, call: LayerCall) -> Optional[Runner]:
     plan = layer_plan(s, call)
     if plan is None:
         return None
     return partial(agentsd_attention, plan=plan, k_scale2=s.k_scale2, k_shortcut=s.k_shortcut,
-                   upcast=s.fp32 or settings.upcast_attention)
+                   upcast=s.fp32 or call.upcast)
 
 
 def agentsd_attention(module, x: torch.Tensor, *, plan: AgentLayerPlan, k_scale2: float,
@@ -175,6 +217,6 @@ def merged_by_tomesd(block: torch.nn.Module) -> bool:
     return type(block).__name__ == "ToMeBlock"
 
 
-def without_agentsd(settings: SlothSettings) -> SlothSettings:
-    """The same settings with AgentSD switched off (everything else unchanged)."""
-    return dataclasses.replace(settings, agentsd=dataclasses.replace(settings.agentsd, enabled=False))
+def without_agentsd(settings):
+    """The same SlothSettings with AgentSD switched off (everything else unchanged)."""
+    return settings.replace(agentsd=dataclasses.replace(settings.agentsd, enabled=False))

@@ -19,8 +19,3 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, upcast
     q, k, v = (t.reshape(b, t.shape[1], heads, d).transpose(1, 2) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v)
     return out.transpose(1, 2).reshape(b, nq, inner).to(dtype)
-
-
-def project_out(module, out: torch.Tensor) -> torch.Tensor:
-    """The layer's own output projection (to_out is per token, so it commutes with any regrouping)."""
-    return module.to_out(out)

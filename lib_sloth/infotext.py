@@ -6,7 +6,7 @@ Format v1 (one line in the WebUI's "Steps: 20, Sampler: ..." list)::
 
 * ``Sloth`` is written whenever the extension is enabled. Its value starts with the format
   version (``v1``), then the settings that belong to no method.
-* One key per *enabled* method (``METHOD_KEYS``). Its value lists every setting of that method
+* One key per *enabled* method (its ``infotext_key`` in lib_sloth.methods). Its value lists every setting of that method
   as ``token=value`` separated by spaces, in the settings table's order. A token is the
   setting's path inside the method with ``input.``/``output.`` shortened to ``in_``/``out_``
   and other dots turned into ``_`` (``input.k_blend`` -> ``in_k_blend``, ``early.sx`` ->
@@ -27,17 +27,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, MutableMapping
 
-from .settings import FieldSpec, SlothSettings, iter_fields, to_flat
+from . import methods
+from .fields import FieldSpec
+from .settings import SlothSettings, iter_fields, to_flat
 
 FORMAT_VERSION = 1
 MAIN_KEY = "Sloth"
-METHOD_KEYS = {  # settings block -> key; part of the v1 format, never rename (migrate instead)
-    "slothful": "Sloth Slothful",
-    "tile": "Sloth Tile",
-    "nearsighted": "Sloth NSA",
-    "agentsd": "Sloth AgentSD",
-    "sag": "Sloth SAG",
-}
 NOTES_KEY = "Sloth notes"  # what the backend skipped or changed; written, never read back
 ERROR_KEY = "Sloth error"  # why nothing was patched for this job; written, never read back
 
@@ -61,7 +56,7 @@ def key_for(path: str) -> str:
     method = method_of(path)
     if method is None:
         return MAIN_KEY
-    return METHOD_KEYS.get(method, f"{MAIN_KEY} {method}")
+    return methods.get(method).infotext_key
 
 
 def token_for(path: str) -> str:

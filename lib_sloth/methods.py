@@ -1,129 +1,195 @@
-"""Which rewrite, if any, runs at one self-attention call: a pure plan from settings + call.
+"""The table of methods: one `Method` record per method, and everything derived from the table.
 
-A method is a function `plan(settings, call) -> Runner | None`. A Runner takes the layer
-module and its input x [B, h*w, C] and returns the attention output before `to_out`. None
-means "leave this call to the original forward", which is what keeps neutral settings
-bit-identical. A new method is one module with a plan function added to PLANNERS.
+A method is one module (its settings block class, with an `active` property, and its planner)
+plus one entry in `BUILTIN` below. The settings (lib_sloth.settings), the validation of
+combinations, the planners' order, `any_active`, the info-text keys, the UI sections, the X/Y/Z
+axes, the API names, the hints and the built-in presets all read this table; nothing else needs
+an edit. `register` adds a method at run time (tests; and extensions of the extension) and
+returns the undo.
+
+Contract of a method's settings block: a frozen dataclass (lib_sloth.fields.Validated) whose
+first field is ``enabled: bool`` and which has an ``active`` property ("these settings can
+change the UNet's output"; False = install nothing for this method).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import partial
-from typing import Callable, Optional
+import contextlib
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Optional
 
-import torch
-
-from . import schedule
-from .agentsd import plan_agentsd
-from .nearsighted import tiled_attention
-from .settings import NearSightedSettings, PoolBlock, SlothSettings
-from .slothful import layer_stride, pooling_for, slothful_attention
-from .tiling import offset_rng, tile_grid, with_offsets
-
-Runner = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+from .agentsd import AgentSDSettings, plan_agentsd
+from .layer_call import LayerCall, Planner, Runner
+from .nearsighted import NearSightedSettings, TileSettings, plan_nearsighted, plan_tile
+from .sag import SagSettings
+from .slothful import SlothfulSettings, plan_slothful
 
 
 @dataclass(frozen=True)
-class LayerCall:
-    """One self-attention call, as the planners see it."""
+class Conflict:
+    """This method cannot be enabled together with any of `others`, because `reason`."""
 
-    block: str  # "input", "middle" or "output"
-    level: int  # 0 = the shallowest level of this UNet that has self-attention
-    h: int  # token grid of this layer, in latent cells at its own resolution
-    w: int
-    batch: int
-    step: int  # sampling step of the pass, 0-based
-    total: int  # steps in this pass
-    seed: int
-
-    @property
-    def progress(self) -> float:
-        return schedule.progress(self.step, self.total)
+    others: tuple[str, ...]
+    reason: str  # completes "a and b are enabled together, but ..."
 
 
-def _pool_block(block: str, keep_middle: bool, input_block: PoolBlock, output_block: PoolBlock):
-    if block == "output":
-        return output_block
-    if block == "middle" and keep_middle:
-        return None
-    return input_block  # the middle block, when not kept, uses the input settings
+@dataclass(frozen=True, eq=False)
+class Method:
+    """One method, as every part of the extension sees it."""
+
+    name: str  # its settings block and the prefix of its paths: "slothful" -> "slothful.input.k_blend"
+    settings: type  # its settings block class (see the module docstring)
+    title: str  # UI section title and the words of "Enable <title>"
+    short: str  # X/Y/Z label prefix: "[Sloth] <short> enabled"
+    infotext_key: str  # its info-text key; part of the info-text format: never rename (migrate instead)
+    plan: Optional[Planner] = None  # None for a method that is not a per-layer rewrite (SAG guides the CFG)
+    conflicts: tuple[Conflict, ...] = ()  # checked both ways: declaring it on one side is enough
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # built-in presets it contributes
+    plan_rank: int = 0  # lower plans first at each layer; ties keep the table's order
+    ui_rank: int = 0  # lower shows first in the accordion; ties keep the table's order
+
+    def block(self, settings):
+        """This method's settings block inside a SlothSettings."""
+        return getattr(settings, self.name)
+
+    def active(self, settings) -> bool:
+        """Whether this method can change the UNet's output with these SlothSettings."""
+        return self.block(settings).active
 
 
-def plan_slothful(settings: SlothSettings, call: LayerCall) -> Optional[Runner]:
-    s = settings.slothful
-    if not s.enabled:
-        return None
-    block = _pool_block(call.block, s.keep_middle, s.input, s.output)
-    if block is None:
-        return None
-    stride = layer_stride(block, call.level, call.progress, s.peak_time, s.time_decay)
-    pooling = pooling_for(block, stride, call.h, call.w)
-    if pooling is None:
-        return None
-    return partial(_run_slothful, h=call.h, w=call.w, pooling=pooling, upcast=settings.upcast_attention)
+_REWRITE = ("they rewrite the same self-attention layers in different ways")
+_TOKEN_GRID = ("both start at the shallowest attention level and tiling needs the token grid that merging "
+               "removes")
+
+BUILTIN: tuple[Method, ...] = (  # the settings table's order: the UI's positional args, never reorder
+    Method("slothful", SlothfulSettings, "Slothful Attention", "Slothful", "Sloth Slothful", plan_slothful,
+           conflicts=(Conflict(("tile", "nearsighted"), _REWRITE),),
+           presets={
+               # The original node's defaults: softer, calmer images.
+               "slothful": {"slothful": {"enabled": True}},
+               # Pooled keys in the input blocks reduce noise and fine clutter.
+               "soft": {"slothful": {"enabled": True, "input": {"k_blend": 0.4}, "output": {"v_blend": 0.3}}},
+           }),
+    Method("tile", TileSettings, "Near-sighted Tile", "Tile", "Sloth Tile", plan_tile,
+           conflicts=(Conflict(("nearsighted",), _REWRITE),),
+           # Tiles with a wide global view sharpen small structures while keeping the layout.
+           presets={"detail": {"tile": {"enabled": True, "tile_size": 32, "global_ratio": 0.5}}}),
+    Method("nearsighted", NearSightedSettings, "Near-sighted Attention", "NSA", "Sloth NSA", plan_nearsighted,
+           # Near-sighted Attention at its defaults is the fastest of the three rewrites.
+           presets={"speed": {"nearsighted": {"enabled": True}}}),
+    # AgentSD plans first: it takes the layers it merges at this step, Slothful (if on) the rest.
+    Method("agentsd", AgentSDSettings, "AgentSD", "AgentSD", "Sloth AgentSD", plan_agentsd,
+           conflicts=(Conflict(("tile", "nearsighted"), _TOKEN_GRID),),
+           # The AgentSD authors' two-phase schedule.
+           presets={"agentsd": {"agentsd": {"enabled": True}}},
+           plan_rank=-1, ui_rank=1),
+    # SAG works through the patch's interceptor (lib_sloth.sag.SagPass), not a planner.
+    Method("sag", SagSettings, "Self-Attention Guidance", "SAG", "Sloth SAG",
+           # SAG at its usual strength: cleaner backgrounds for one more UNet pass per step.
+           presets={"background fix": {"sag": {"enabled": True, "scale": 0.5, "blur_sigma": 2.0}}}),
+)
+
+_table: list[Method] = list(BUILTIN)
+# Names a method may not take: the settings outside every method, and the Script's own args.
+RESERVED = frozenset({"upcast_attention", "enabled", "preset"})
+_KEY = re.compile(r"\w[\w \-/]+")  # the WebUI's info-text key pattern (modules/infotext_utils.py re_param)
 
 
-def _run_slothful(module, x, *, h, w, pooling, upcast):
-    return slothful_attention(module, x, h, w, pooling, upcast)
+def all_methods() -> tuple[Method, ...]:
+    """Every registered method, in the settings table's order."""
+    return tuple(_table)
 
 
-def plan_tile(settings: SlothSettings, call: LayerCall) -> Optional[Runner]:
-    s = settings.tile
-    if not s.enabled or call.level >= s.max_depth:
-        return None
-    grid = tile_grid(call.h, call.w, s.tile_size)
-    if grid.tiles == 1:
-        return None
-    grid = with_offsets(grid, offset_rng(call.seed, call.step, call.level))
-    global_stride = grid.tiles / s.global_ratio if s.global_ratio > 0 else None
-    return partial(tiled_attention, grid=grid, global_stride=global_stride, pool_block=None,
-                   pool_stride=1.0, upcast=settings.upcast_attention)
+def get(name: str) -> Method:
+    for method in _table:
+        if method.name == name:
+            return method
+    raise KeyError(f"no method named {name!r}; known: {[m.name for m in _table]}")
 
 
-def nearsighted_shape(s: NearSightedSettings, progress: float):
-    """(tile_size, global_ratio) at this point of the schedule: base -> peak by time_ratio."""
-    tr = schedule.time_ratio(progress, s.peak_time, s.time_decay)
-    tile_size = schedule.round_half_up(schedule.lerp(s.base_tile_size, s.peak_tile_size, tr))
-    return tile_size, schedule.lerp(s.base_global_ratio, s.peak_global_ratio, tr)
+def names() -> list[str]:
+    return [m.name for m in _table]
 
 
-def plan_nearsighted(settings: SlothSettings, call: LayerCall) -> Optional[Runner]:
-    s = settings.nearsighted
-    if not s.enabled:
-        return None
-    block = _pool_block(call.block, s.keep_middle, s.input, s.output)
-    stride = layer_stride(block, call.level, call.progress, s.peak_time, s.time_decay) if block else 0.0
-    if call.level < s.max_depth:
-        tile_size, global_ratio = nearsighted_shape(s, call.progress)
-        grid = tile_grid(call.h, call.w, tile_size)
-        if grid.tiles > 1:
-            grid = with_offsets(grid, offset_rng(call.seed, call.step, call.level))
-            global_stride = max(1.0, stride) * grid.tiles / global_ratio if global_ratio > 0 else None
-            return partial(tiled_attention, grid=grid, global_stride=global_stride, pool_block=block,
-                           pool_stride=stride, upcast=settings.upcast_attention)
-    # deeper levels, and levels that fit in one tile, get plain Slothful
-    pooling = pooling_for(block, stride, call.h, call.w) if block else None
-    if pooling is None:
-        return None
-    return partial(_run_slothful, h=call.h, w=call.w, pooling=pooling, upcast=settings.upcast_attention)
+def in_plan_order() -> list[Method]:
+    return sorted((m for m in _table if m.plan is not None), key=lambda m: m.plan_rank)
 
 
-# AgentSD first: it takes the layers it merges at this step, Slothful (if on) the rest
-PLANNERS = [plan_agentsd, plan_slothful, plan_tile, plan_nearsighted]
+def in_ui_order() -> list[Method]:
+    return sorted(_table, key=lambda m: m.ui_rank)
 
 
-def plan_layer(settings: SlothSettings, call: LayerCall) -> Optional[Runner]:
-    for planner in PLANNERS:
-        runner = planner(settings, call)
+# ---- registration -----------------------------------------------------------------------------
+def register(method: Method):
+    """Add `method` at the end of the table; returns a function that removes it again."""
+    problem = _problem(method)
+    if problem:
+        raise ValueError(f"cannot register method {method.name!r}: {problem}")
+    _table.append(method)
+
+    def unregister():
+        if method in _table:
+            _table.remove(method)
+
+    return unregister
+
+
+@contextlib.contextmanager
+def registered(method: Method) -> Iterator[Method]:
+    """`method` is in the table inside the `with` block only."""
+    undo = register(method)
+    try:
+        yield method
+    finally:
+        undo()
+
+
+def _problem(method: Method) -> str:
+    if not method.name.isidentifier() or method.name in RESERVED:
+        return "the name must be an identifier and not one of " + ", ".join(sorted(RESERVED))
+    if method.name in names():
+        return "a method with that name is registered"
+    if not _KEY.fullmatch(method.infotext_key) or any(m.infotext_key == method.infotext_key for m in _table):
+        return f"info-text key {method.infotext_key!r} is taken or does not match the WebUI's key pattern"
+    fields = [f.name for f in dataclasses.fields(method.settings)]
+    if not fields or fields[0] != "enabled" or not isinstance(getattr(method.settings, "active", None), property):
+        return "its settings class needs `enabled` as its first field and an `active` property"
+    known = {*names(), method.name}
+    unknown = [o for c in method.conflicts for o in c.others if o not in known]
+    if unknown:
+        return f"conflicts name unknown methods {unknown}"
+    taken = {p for m in _table for p in m.presets}
+    if "off" in method.presets or taken & set(method.presets):
+        return f"presets {sorted(taken & set(method.presets)) or ['off']} already exist"
+    return ""
+
+
+# ---- derived ----------------------------------------------------------------------------------
+def conflict_reason(a: str, b: str) -> Optional[str]:
+    """Why methods `a` and `b` cannot be enabled together, or None when they can."""
+    table = {m.name: m for m in _table}
+    for method, other in ((a, b), (b, a)):
+        for conflict in (table[method].conflicts if method in table else ()):
+            if other in conflict.others:
+                return conflict.reason
+    return None
+
+
+def rivals(name: str) -> list[str]:
+    """The methods that cannot be enabled together with `name`, in table order."""
+    return [m.name for m in _table if m.name != name and conflict_reason(name, m.name) is not None]
+
+
+def plan_layer(settings, call: LayerCall) -> Optional[Runner]:
+    """The first planner (in plan order) that rewrites this call, or None: leave it to the original."""
+    for method in in_plan_order():
+        runner = method.plan(method.block(settings), call)
         if runner is not None:
             return runner
     return None
 
 
-def any_active(settings: SlothSettings) -> bool:
+def any_active(settings) -> bool:
     """Could any method change the UNet's output? False = install nothing at all."""
-    s = settings
-    slothful = s.slothful.enabled and max(s.slothful.input.slothful, s.slothful.output.slothful) > 1
-    agentsd = s.agentsd.enabled and max(s.agentsd.early.ratio, s.agentsd.late.ratio) > 0
-    sag = s.sag.enabled and s.sag.scale != 0
-    return slothful or s.tile.enabled or s.nearsighted.enabled or agentsd or sag
+    return any(m.active(settings) for m in _table)

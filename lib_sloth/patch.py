@@ -21,9 +21,10 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import nn
 
-from .geometry import grid_for_tokens
 from .agentsd import merged_by_tomesd, without_agentsd
-from .methods import LayerCall, Runner, any_active, plan_layer
+from .geometry import grid_for_tokens
+from .layer_call import LayerCall, Runner
+from .methods import any_active, plan_layer
 from .settings import SlothSettings
 
 _MISSING = object()
@@ -242,7 +243,8 @@ class SlothPatch:
             grid = (0, 0, 0)
         h, w, downsample = grid
         level = max(0, int(math.log2(downsample)) - self._base_log2) if downsample else 0
-        call = LayerCall(info.block, level, h, w, x.shape[0], self.step, self.total, self.seed)
+        call = LayerCall(info.block, level, h, w, x.shape[0], self.step, self.total, self.seed,
+                         self.settings.upcast_attention)
         runner = None
         for interceptor in self.interceptors:
             runner = interceptor(module, info, x, call)
@@ -253,7 +255,3 @@ class SlothPatch:
         if runner is not None:
             self.rewritten[info.name] += 1
         return runner
-
-
-def sloth_patch(unet: nn.Module, settings: SlothSettings, seed: int = 0) -> SlothPatch:
-    return SlothPatch(unet, settings, seed)

@@ -34,18 +34,30 @@ Decisions:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable, List, Optional, Tuple
 
 import torch
 
+from .fields import Validated, setting
 from .prediction import NoiseSpace
 from .sag_capture import RECORDED_BLOCK, RECORDED_INDEX, Rows, SagMap, attention_with_map, resolve_rows
 from .sag_mask import attention_mask, degrade
-from .settings import SagSettings
 
-__all__ = ["SagPass", "SagMap", "sag_guidance", "sag_guidance_pred", "sag_guidance_eps", "sag_guidance_v",
-           "attention_with_map", "resolve_rows", "NoiseSpace"]
+
+@dataclass(frozen=True)
+class SagSettings(Validated):
+    enabled: bool = setting(False, hint="Self-Attention Guidance: one more UNet pass per step (+~50 % time)")
+    scale: float = setting(0.5, -2.0, 5.0, hint="Guidance strength; 0 = off; the effect saturates around 1.5")
+    blur_sigma: float = setting(2.0, 0.0, 10.0, hint="Blur of the attended regions in latent cells; 0 = no blur")
+    threshold: float = setting(1.0, 0.0, 4.0,
+                               hint="Tokens receiving more attention than this are blurred; lower = larger blurred area")
+
+    @property
+    def active(self) -> bool:
+        """Whether guidance changes anything (a scale of 0 adds nothing and costs no extra call)."""
+        return self.enabled and self.scale != 0
 
 # call_model(x_in [B, C, H, W]) -> the model's prediction for those rows, with the uncond conditioning
 CallModel = Callable[[torch.Tensor], torch.Tensor]
@@ -64,7 +76,7 @@ def sag_guidance(cfg_x0: torch.Tensor, x: torch.Tensor, uncond_x0: torch.Tensor,
     space: how x mixes x0 and noise; None = sigma space (x = x0 + sigma*eps), where the re-noise
     needs no sigma. Settings with scale 0 or enabled off return cfg_x0 itself, with no model call.
     """
-    if not settings.enabled or settings.scale == 0:
+    if not settings.active:
         return cfg_x0
     b = uncond_x0.shape[0]
     if attn_map.shape[0] != b * heads:
@@ -89,7 +101,7 @@ def sag_guidance_pred(kind: str, cfg: torch.Tensor, x: torch.Tensor, uncond: tor
     """
     if kind == "x0":
         return sag_guidance(cfg, x, uncond, attn_map, heads, settings, call_model, space=space, grid=grid)
-    if not settings.enabled or settings.scale == 0:
+    if not settings.active:
         return cfg
     if space is None:
         raise ValueError(f"a {kind}-predicting model needs the NoiseSpace of this step to convert to x0")
@@ -100,18 +112,6 @@ def sag_guidance_pred(kind: str, cfg: torch.Tensor, x: torch.Tensor, uncond: tor
     result = sag_guidance(space.to_x0(kind, x, cfg), x, space.to_x0(kind, x, uncond), attn_map, heads,
                           settings, call_x0, space=space, grid=grid)
     return space.from_x0(kind, x, result)
-
-
-def sag_guidance_eps(cfg_eps, x, uncond_eps, attn_map, heads, settings, call_model, *, space, grid=None):
-    """sag_guidance_pred("eps", ...): A1111's DDIM / PLMS / UniPC denoisers."""
-    return sag_guidance_pred("eps", cfg_eps, x, uncond_eps, attn_map, heads, settings, call_model,
-                             space=space, grid=grid)
-
-
-def sag_guidance_v(cfg_v, x, uncond_v, attn_map, heads, settings, call_model, *, space, grid=None):
-    """sag_guidance_pred("v", ...): raw v-prediction outputs."""
-    return sag_guidance_pred("v", cfg_v, x, uncond_v, attn_map, heads, settings, call_model,
-                             space=space, grid=grid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ class SagPass:
 
     @property
     def active(self) -> bool:
-        return self.settings.enabled and self.settings.scale != 0
+        return self.settings.active
 
     @property
     def recorded(self) -> Optional[SagMap]:

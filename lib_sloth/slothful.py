@@ -8,15 +8,59 @@ in-grid cells, so K/V count = ceil(h/sy) * ceil(w/sx).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from .attention import attend
+from .fields import Validated, nested, setting
 from .geometry import window_1d, window_2d
+from .layer_call import LayerCall, Runner
 from .schedule import depth_ratio, time_ratio
-from .settings import PoolBlock
+
+POOL_MODES = ("1D_AVG", "1D_MAX", "2D_AVG", "2D_MAX")
+
+
+@dataclass(frozen=True)
+class PoolBlock(Validated):
+    """How one group of UNet blocks (input or output) reduces its self-attention K/V tokens.
+
+    Shared by Slothful Attention and Near-sighted Attention.
+    """
+
+    mode: str = setting("2D_AVG", choices=POOL_MODES,
+                        hint="2D pools square-ish windows of the image; 1D pools runs of the token row order")
+    slothful: float = setting(6.0, 0.0, 50.0,
+                              hint="Higher = fewer K/V tokens: faster, softer; 1 or less = off; try 4-8")
+    depth_decay: float = setting(2.0, 0.0, 4.0,
+                                 hint="How fast the strength falls with depth: each level divides it by 2^decay")
+    k_blend: float = setting(0.0, 0.0, 1.0,
+                             hint="Keys: 0 = pick one token per window, 1 = pooled window; higher can reduce noise")
+    v_blend: float = setting(0.0, 0.0, 1.0,
+                             hint="Values: 0 = pick one token per window, 1 = pooled window; AVG softens, MAX hardens")
+
+
+def output_pool_block() -> PoolBlock:
+    return PoolBlock(slothful=4.0)
+
+
+@dataclass(frozen=True)
+class SlothfulSettings(Validated):
+    enabled: bool = setting(False, hint="Reduce the keys/values of self-attention by pooling")
+    peak_time: float = setting(0.4, 0.0, 1.0,
+                               hint="Point of the schedule (0 = first step, 1 = last) where the effect is strongest")
+    time_decay: float = setting(2.0, 0.0, 4.0,
+                                hint="How fast the effect fades away from the peak; 0 = same strength at every step")
+    keep_middle: bool = setting(True, hint="Leave the middle block untouched")
+    input: PoolBlock = nested(PoolBlock, "Input (down) blocks")
+    output: PoolBlock = nested(output_pool_block, "Output (up) blocks")
+
+    @property
+    def active(self) -> bool:
+        """Whether these settings can change the UNet's output (a strength of 1 or less pools nothing)."""
+        return self.enabled and max(self.input.slothful, self.output.slothful) > 1
 
 
 @dataclass(frozen=True)
@@ -88,3 +132,31 @@ def slothful_attention(module, x: torch.Tensor, h: int, w: int, pooling: Pooling
     k = module.to_k(k_src)
     v = module.to_v(v_src)
     return attend(q, k, v, module.heads, upcast)
+
+
+# ---- planning ---------------------------------------------------------------------------------
+def pool_block_for(block: str, keep_middle: bool, input_block: PoolBlock, output_block: PoolBlock
+                   ) -> Optional[PoolBlock]:
+    """The pooling settings of a UNet block group; None for a kept middle block."""
+    if block == "output":
+        return output_block
+    if block == "middle" and keep_middle:
+        return None
+    return input_block  # the middle block, when not kept, uses the input settings
+
+
+def plan_slothful(s: SlothfulSettings, call: LayerCall) -> Optional[Runner]:
+    if not s.enabled:
+        return None
+    block = pool_block_for(call.block, s.keep_middle, s.input, s.output)
+    if block is None:
+        return None
+    stride = layer_stride(block, call.level, call.progress, s.peak_time, s.time_decay)
+    pooling = pooling_for(block, stride, call.h, call.w)
+    if pooling is None:
+        return None
+    return partial(run_slothful, h=call.h, w=call.w, pooling=pooling, upcast=call.upcast)
+
+
+def run_slothful(module, x, *, h, w, pooling, upcast):
+    return slothful_attention(module, x, h, w, pooling, upcast)

@@ -17,7 +17,9 @@ import os
 import tempfile
 from typing import Mapping
 
-from .settings import PRESETS, SettingsError, SlothSettings, settings_from_dict, to_dict
+from .fields import SettingsError
+from .presets import PRESETS
+from .settings import SlothSettings, settings_from_dict, to_dict
 
 FILE_VERSION = 1
 MAX_NAME_LENGTH = 64

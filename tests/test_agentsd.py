@@ -11,8 +11,9 @@ from tomesd.merge import bipartite_soft_matching_random2d as tomesd_matching
 
 from lib_sloth import SlothPatch, settings_from_dict
 from lib_sloth.agentsd import agent_attention, agentsd_attention, layer_plan, merge_seed, phase_at
-from lib_sloth.methods import LayerCall, plan_layer
-from lib_sloth.settings import SettingsError
+from lib_sloth.fields import SettingsError
+from lib_sloth.layer_call import LayerCall
+from lib_sloth.methods import plan_layer
 from lib_sloth.tome import bipartite_soft_matching, match
 from unets import sd15_unet, unet_inputs
 

@@ -8,8 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from lib_sloth.geometry import grid_for_tokens, window_1d, window_2d
 from lib_sloth.schedule import depth_ratio, progress, time_ratio
-from lib_sloth.settings import PoolBlock
-from lib_sloth.slothful import Pooling, layer_stride, pooling_for, reduce_tokens
+from lib_sloth.slothful import PoolBlock, Pooling, layer_stride, pooling_for, reduce_tokens
 
 sizes = st.integers(min_value=1, max_value=40)
 

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings as hsettings
 
 from lib_sloth import infotext
-from lib_sloth.settings import SlothSettings, iter_fields, preset, settings_from_dict
+from lib_sloth.presets import preset
+from lib_sloth.settings import SlothSettings, iter_fields, settings_from_dict
 from settings_strategies import pasted_subset, random_settings
 
 STANDIN_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins", "a1111")

@@ -12,10 +12,11 @@ from ldm.modules.attention import CrossAttention
 
 from lib_sloth.patch import SlothPatch
 from lib_sloth.prediction import NoiseSpace
-from lib_sloth.sag import SagPass, attention_with_map, resolve_rows, sag_guidance
+from lib_sloth.sag import SagPass, SagSettings, sag_guidance
+from lib_sloth.sag_capture import attention_with_map, resolve_rows
 from lib_sloth.sag_mask import (attention_mask, degrade, gaussian_blur, gaussian_kernel1d, mid_grid,
                                 received_attention)
-from lib_sloth.settings import SagSettings, SlothSettings, settings_from_dict
+from lib_sloth.settings import SlothSettings, settings_from_dict
 from sampling import CFGDenoiser, KDiffusionX0, TimestepEps, TimestepV, prompts, run, sd_alphas_cumprod
 from unets import unet_inputs
 

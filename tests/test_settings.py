@@ -3,8 +3,11 @@ import dataclasses
 
 import pytest
 
-from lib_sloth.settings import (PRESETS, AgentPhase, PoolBlock, SettingsError, SlothSettings, iter_fields,
-                                preset, settings_from_dict, to_dict, to_flat)
+from lib_sloth.agentsd import AgentPhase
+from lib_sloth.fields import SettingsError
+from lib_sloth.presets import PRESETS, preset
+from lib_sloth.settings import SlothSettings, iter_fields, settings_from_dict, to_dict, to_flat
+from lib_sloth.slothful import PoolBlock
 
 
 def test_defaults_are_the_published_ones():

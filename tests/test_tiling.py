@@ -9,8 +9,7 @@ from hypothesis import given, settings, strategies as st
 from lib_sloth.attention import attend
 from lib_sloth.geometry import window_2d
 from lib_sloth.nearsighted import tiled_attention
-from lib_sloth.settings import PoolBlock
-from lib_sloth.slothful import pooling_for, reduce_tokens
+from lib_sloth.slothful import PoolBlock, pooling_for, reduce_tokens
 from lib_sloth.tiling import TileGrid, offset_rng, tile, tile_grid, untile, with_offsets
 
 

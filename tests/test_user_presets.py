@@ -5,7 +5,8 @@ import os
 import pytest
 
 from lib_sloth import user_presets
-from lib_sloth.settings import SlothSettings, preset, settings_from_dict, to_dict
+from lib_sloth.presets import preset
+from lib_sloth.settings import SlothSettings, settings_from_dict, to_dict
 
 
 @pytest.fixture

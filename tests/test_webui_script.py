@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from lib_sloth import infotext
-from lib_sloth.settings import SlothSettings, iter_fields, preset, settings_from_dict
+from lib_sloth.presets import preset
+from lib_sloth.settings import SlothSettings, iter_fields, settings_from_dict
 from lib_sloth.webui import args as script_args
 from lib_sloth.webui import backend as sloth_backend
 from lib_sloth.webui import hooks, xyz

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings as hsettings
 
 from lib_sloth import infotext, user_presets
-from lib_sloth.settings import PRESETS, SlothSettings, iter_fields, preset, settings_from_dict, to_flat
+from lib_sloth.presets import PRESETS, preset
+from lib_sloth.settings import SlothSettings, iter_fields, settings_from_dict, to_flat
 from lib_sloth.webui import args as script_args
 from lib_sloth.webui import hints, labels, ui
 from settings_strategies import pasted_subset, random_settings

@@ -16,12 +16,13 @@ Any unknown name or bad value raises `SettingsError` naming it.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from ..settings import (PRESETS, SettingsError, SlothSettings, flatten, iter_fields, preset, settings_from_dict,
-                        to_flat)
+from .. import methods
+from ..fields import SettingsError
+from ..presets import PRESETS, preset
+from ..settings import SlothSettings, flatten, iter_fields, settings_from_dict, to_flat
 
 HEAD = ("enabled", "preset")
 
@@ -109,26 +110,12 @@ def find_preset(name: str, user_presets: UserPresets = dict) -> SlothSettings:
 
 
 def method_enable_paths() -> list[str]:
-    return [s.path for s in iter_fields() if s.path.count(".") == 1 and s.path.endswith(".enabled")]
+    return [f"{name}.enabled" for name in methods.names()]
 
 
 def conflicting_enables(path: str) -> list[str]:
-    """The other method enables that the settings table refuses together with `path` (e.g. two rewrites)."""
-    out = []
-    for other in method_enable_paths():
-        if other == path:
-            continue
-        try:
-            _with_enabled(SlothSettings(), path, other)
-        except SettingsError:
-            out.append(other)
-    return out
-
-
-def _with_enabled(settings: SlothSettings, *paths: str) -> SlothSettings:
-    """`settings` with these methods switched on (validated like any settings)."""
-    blocks = {p.split(".")[0]: dataclasses.replace(getattr(settings, p.split(".")[0]), enabled=True) for p in paths}
-    return dataclasses.replace(settings, **blocks)
+    """The other method enables that the method table refuses together with `path` (e.g. two rewrites)."""
+    return [f"{name}.enabled" for name in methods.rivals(path.split(".")[0])]
 
 
 def _parse_args(args: Sequence[Any]) -> tuple[bool, str | None, dict[str, Any], bool]:

@@ -43,7 +43,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from ..patch import SlothPatch
-from ..sag import RECORDED_BLOCK, RECORDED_INDEX, SagPass
+from ..sag import SagPass
+from ..sag_capture import RECORDED_BLOCK, RECORDED_INDEX
 from .backend import Backend
 from .clock import StepClock
 

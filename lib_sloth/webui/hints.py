@@ -1,7 +1,7 @@
 """Hover hints for every control, written to ``javascript/sloth-hints.js``.
 
-The settings table holds the hint of every setting; `EXTRA` holds the few controls that are not
-settings. The JS file is generated (``python -m lib_sloth.webui.hints``) and a test checks that
+The settings table (each method's settings block, lib_sloth.methods) holds the hint of every
+setting; `EXTRA` holds the few controls that are not settings. The JS file is generated (``python -m lib_sloth.webui.hints``) and a test checks that
 the committed file matches, so a changed hint never goes stale in the browser.
 
 Hints are keyed by the elem_id suffix after ``script_<tab>_sloth_`` (see `labels.item_id`), so

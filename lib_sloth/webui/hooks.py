@@ -13,7 +13,7 @@ import sys
 import traceback
 
 from .. import infotext, user_presets
-from ..settings import SettingsError
+from ..fields import SettingsError
 from . import args as script_args
 
 OUR_KEYS = (*infotext.all_keys(), infotext.NOTES_KEY, infotext.ERROR_KEY)

@@ -1,20 +1,16 @@
 """Names the user sees for every setting: UI labels, X/Y/Z axis labels, element ids.
 
-Derived from the settings table's paths, so a new setting gets a label without an edit here;
-`WORDS` only renames the few field names that read badly on their own.
+Derived from the settings table's paths and the method table (section titles, short names,
+section order), so a new setting or method gets its labels without an edit here; `WORDS` only
+renames the few field names that read badly on their own.
 """
 from __future__ import annotations
 
-import dataclasses
-
-from ..settings import SlothSettings, iter_fields
+from .. import methods
+from ..settings import iter_fields
 
 EXTENSION = "Sloth"
 XYZ_PREFIX = f"[{EXTENSION}]"
-
-# The order of the method sections in the UI (the settings table's order is the args order).
-SECTION_ORDER = ("slothful", "tile", "nearsighted", "sag", "agentsd")
-SHORT = {"slothful": "Slothful", "tile": "Tile", "nearsighted": "NSA", "sag": "SAG", "agentsd": "AgentSD"}
 
 WORDS = {
     "slothful": "strength",
@@ -35,17 +31,13 @@ GROUPS = {"input": "input", "output": "output", "early": "early", "late": "late"
 
 
 def sections() -> list[str]:
-    """The method blocks in UI order (any block missing from SECTION_ORDER goes last)."""
-    blocks = [f.name for f in dataclasses.fields(SlothSettings) if f.metadata.get("nested")]
-    return [b for b in SECTION_ORDER if b in blocks] + [b for b in blocks if b not in SECTION_ORDER]
+    """The method blocks in UI order (the method table's ui_rank; the args keep the table's order)."""
+    return [m.name for m in methods.in_ui_order()]
 
 
 def section_title(block: str) -> str:
-    """"Slothful Attention" etc.: the settings table's own description of the block."""
-    for f in dataclasses.fields(SlothSettings):
-        if f.name == block:
-            return f.metadata.get("hint") or block
-    return block
+    """"Slothful Attention" etc.: the method's title."""
+    return methods.get(block).title
 
 
 def _words(name: str) -> str:
@@ -68,7 +60,7 @@ def xyz_label(path: str) -> str:
     parts = path.split(".")
     if len(parts) == 1:
         return f"{XYZ_PREFIX} {label(path)}"
-    head = SHORT.get(parts[0], parts[0])
+    head = methods.get(parts[0]).short
     if parts[1:] == ["enabled"]:
         return f"{XYZ_PREFIX} {head} enabled"
     text = label(path)

@@ -13,7 +13,9 @@ from typing import Any, Callable
 import gradio as gr
 
 from .. import infotext, user_presets
-from ..settings import PRESETS, SettingsError, iter_fields, preset, settings_from_dict, to_flat
+from ..fields import SettingsError
+from ..presets import PRESETS, preset
+from ..settings import iter_fields, settings_from_dict, to_flat
 from . import args as script_args
 from .labels import EXTENSION, item_id, label, section_title, sections
 

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Union
 
 from .. import user_presets
-from ..settings import PRESETS, SettingsError, iter_fields, settings_from_dict
+from ..fields import SettingsError
+from ..presets import PRESETS
+from ..settings import iter_fields, settings_from_dict
 from . import args as script_args
 from .labels import XYZ_PREFIX, xyz_label
 
