@@ -1,0 +1,333 @@
+"""The Comfy-style pass logic shared by the Forge backends (ldm_patched and Forge main's ``backend``).
+
+Both Forge lines keep the UNet in a ComfyUI-style ``UnetPatcher`` at ``p.sd_model.forge_objects.unet``
+and reset ``forge_objects`` right before every ``process_before_every_sampling`` (first pass, hires
+pass, img2img), so `attach_clone` clones that patcher, registers two plain functions on the clone
+and assigns it back. The clone dies with the pass: there is nothing to undo. Everything of the
+pass lives on one `ComfyPass` that only those two functions reference.
+
+- A model function wrapper (``set_model_unet_function_wrapper``; the sampler calls it as
+  ``wrapper(model.apply_model, {"input", "timestep", "c", "cond_or_uncond"})``) enters the engine's
+  SlothPatch around each UNet call, with the pass's real step and step total (`StepClock` on
+  ``p.sampler``: both Forge lines use A1111's sampler classes, ``launch_sampling`` sets
+  ``model_wrap_cfg.steps`` and the sampler loops call ``callback_state`` once per step). The
+  attention class of the UNet's attn1 layers is class-patched only for the duration of the call.
+  A wrapper another extension set earlier (MultiDiffusion, ...) is chained inside ours.
+- SAG: the wrapper knows each call's ``cond_or_uncond`` chunks (``b = rows // len(chunks)``) and
+  arms the map recording on the first uncond chunk only, then stops recording, so calls the
+  sampler splits (memory pressure, conds that cannot be concatenated) never mix maps. A post-CFG
+  function (x0 space) applies the guidance; its extra UNet call goes through the backend's
+  `Substrate.uncond_x0`, with the uncond conds stripped of mask/area keys and with our wrapper
+  only (a foreign wrapper is dropped for it). Steps whose calls held no uncond rows (the CFG 1
+  optimisation, NGMS / skip early CFG, a pre-CFG function that dropped it) are skipped: the
+  sampler then hands a zero tensor as ``uncond_denoised``, not None. ``disable_cfg1_optimization``
+  stays False: SAG does not force an uncond pass at CFG 1 (Forge main's built-in SAG also refuses
+  CFG <= 1).
+
+Neighbours. The transformer block runs ``attn1_patch`` functions (HyperTile, token merging) before
+attn1 and then passes ``context = value = n``; the engine leaves any call with a context to the
+original forward. For each call that has such patches, the wrapper appends one more attn1_patch
+to that call's own copy of the options: where the tokens reached attn1 unchanged (``context is n
+and value is n``) it passes ``None, None``, which the attention treats identically, so Sloth still
+rewrites those layers; where another patch changed them (a HyperTile tile, merged tokens) the call
+stays theirs and the layer is named in a note. An ``attn1`` replacement (Forge's built-in SAG on
+the middle block) takes the layer out of ``self.attn1`` entirely; that is noted too, and Sloth's
+SAG skips rather than guide without a map.
+
+What differs per backend is injected as a `Substrate` (today only the extra SAG call's module).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from ..patch import SlothPatch
+from ..sag import SagPass
+from ..sag_capture import RECORDED_BLOCK, RECORDED_INDEX
+from .clock import StepClock
+
+# keys of a Comfy-style cond dict that restrict it to part of the latent (get_area_and_mult)
+AREA_KEYS = ("mask", "mask_strength", "area", "strength", "set_area_to_bounds")
+# p.extra_generation_params keys written by Forge's / reForge's built-in scripts when enabled
+BUILTIN_SAG_KEY = "sag_enabled"  # extensions-builtin/sd_forge_sag/scripts/forge_sag.py
+BUILTIN_HYPERTILE_KEY = "HyperTile_enabled"  # extensions-builtin/sd_forge_hypertile/scripts/forge_hypertile.py
+COND, UNCOND = 0, 1
+SAG_NO_UNCOND = ("SAG skipped on steps without an uncond pass (CFG scale 1, NGMS / skip early CFG, or another "
+                 "extension dropped it)")
+
+# (model, uncond conds, x_in, sigma, model_options) -> the uncond x0 prediction for x_in
+UncondX0 = Callable[[object, list, torch.Tensor, torch.Tensor, dict], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Substrate:
+    """What one Comfy-style backend does differently from the others."""
+
+    name: str  # for error messages: "Forge (ldm_patched)", "Forge (backend)"
+    uncond_x0: UncondX0  # SAG's extra UNet call with the uncond conditioning only
+
+
+def attach_clone(p, settings, seed: int, substrate: Substrate, notes: Sequence[str] = ()) -> List[str]:
+    """Clone ``p.sd_model.forge_objects.unet``, patch the clone for this pass, assign it back.
+
+    Idempotent per pass: the WebUI resets ``forge_objects`` before each call, and attaching twice
+    to one patcher replaces the earlier pass instead of nesting. Returns the pass's live notes
+    (`notes` first); raises ValueError naming the field when ``p`` is not what this backend knows.
+    """
+    objects = getattr(getattr(p, "sd_model", None), "forge_objects", None)
+    patcher = getattr(objects, "unet", None)
+    if patcher is None or not hasattr(patcher, "clone"):
+        raise ValueError(f"p.sd_model.forge_objects.unet: missing or not a UnetPatcher; this {substrate.name} "
+                         "build is not one Sloth knows")
+    if not hasattr(patcher.model, "diffusion_model"):
+        raise ValueError("p.sd_model.forge_objects.unet.model.diffusion_model: missing; not a UNet model")
+    sampler = getattr(p, "sampler", None)
+    if sampler is None or not hasattr(sampler, "callback_state"):
+        raise ValueError("p.sampler: missing or without callback_state; cannot key the schedule on steps")
+    unet = patcher.clone()
+    sloth_pass = ComfyPass(unet, settings, seed, StepClock(sampler, getattr(p, "steps", 1) or 1), substrate)
+    for note in notes:
+        sloth_pass.patch.note(note)
+    sloth_pass.check_builtins(getattr(p, "extra_generation_params", None) or {})
+    if sloth_pass.sag.active and pass_cfg(p) == 1:
+        sloth_pass.patch.note(SAG_NO_UNCOND)
+    objects.unet = unet
+    return sloth_pass.notes
+
+
+class ComfyPass:
+    """Everything of one sampling pass; referenced only by the functions set on its UnetPatcher."""
+
+    def __init__(self, unet, settings, seed: int, clock: StepClock, substrate: "Substrate"):
+        self.substrate = substrate
+        self.clock = clock
+        self.patch = SlothPatch(unet.model.diffusion_model, settings, seed)
+        self.sag = SagPass(settings.sag, self.patch)
+        self.notes = self.patch.notes  # grows while sampling
+        self.unet_calls = 0  # UNet calls seen (tests, info)
+        self._skipped_layers: Dict[tuple, None] = {}  # layers another attn1_patch changed (ordered set)
+        self._skipped_note: Optional[int] = None  # index of the note listing them
+        self._step_uncond_chunks = 0  # uncond chunks in this step's UNet calls, reset by the post-CFG
+        self._middle_replaced = False
+        self._in_sag_call = False
+        self._normaliser = self._normalise  # one bound method, so `is` finds it in a patch list
+
+        existing = unet.model_options.get("model_function_wrapper")
+        foreign = existing
+        if getattr(existing, "sloth_pass", None) is not None:  # attached twice to one patcher: don't nest
+            foreign = existing.sloth_foreign
+            _drop_post_cfg(unet.model_options, existing.sloth_pass)
+        self.foreign_wrapper = foreign
+        if foreign is not None:
+            self.patch.note(f"another extension's UNet function wrapper ({_describe(foreign)}) runs inside "
+                            "Sloth's; Sloth's patches apply to every UNet call it makes"
+                            + ("; SAG reads the map of the last uncond call it makes (wrong for tiled "
+                               "diffusion)" if self.sag.active else ""))
+        # plain functions, not bound methods: UnetPatcher.clone() deep-copies model_options, which
+        # copies functions by reference but would deep-copy a bound method's instance (the UNet)
+        self.wrapper = self._make_wrapper(foreign)
+        self.bare_wrapper = self._make_wrapper(None)  # for SAG's extra call: no foreign wrapper
+        unet.set_model_unet_function_wrapper(self.wrapper)
+        self.post_cfg = None
+        if self.sag.active:
+            self.post_cfg = self._make_post_cfg()
+            unet.set_model_sampler_post_cfg_function(self.post_cfg, disable_cfg1_optimization=False)
+        self._check_options(unet.model_options)
+
+    # ---- neighbours ---------------------------------------------------------------------------
+    def check_builtins(self, params) -> None:
+        """Forge's built-in SAG / HyperTile, if their scripts ran before ours (their info-text keys)."""
+        if params.get(BUILTIN_SAG_KEY) and self.sag.active:
+            self.patch.note("Forge's built-in SelfAttentionGuidance is enabled too: it replaces the middle "
+                            "block's first self-attention, which Sloth's SAG needs, so Sloth's SAG is skipped "
+                            "wherever it does; disable one of them")
+        elif params.get(BUILTIN_SAG_KEY):
+            self.patch.note("Forge's built-in SelfAttentionGuidance is enabled: Sloth leaves the middle block's "
+                            "first self-attention to it")
+        if params.get(BUILTIN_HYPERTILE_KEY):
+            self.patch.note("Forge's built-in HyperTile is enabled too: layers it tiles are left to it; "
+                            "disable it to use Sloth's tiling there")
+
+    def _check_options(self, model_options) -> None:
+        """Notes for attention patches of other extensions (at attach time and on every call)."""
+        options = model_options.get("transformer_options") or {}
+        foreign = [f for f in (options.get("patches") or {}).get("attn1_patch", ()) if f is not self._normaliser]
+        if foreign:
+            names = ", ".join(dict.fromkeys(_describe(f) for f in foreign))
+            self.patch.note(f"another extension's attn1 patch is active ({names}): Sloth leaves every self-attention "
+                            "call whose tokens it changes to it")
+        replaced = list(((options.get("patches_replace") or {}).get("attn1") or {}).keys())
+        if replaced:
+            middle = [k for k in replaced
+                      if tuple(k[:2]) == (RECORDED_BLOCK, 0) and (len(k) == 2 or k[2] == RECORDED_INDEX)]
+            if middle:
+                self._middle_replaced = True
+            shown = ", ".join(_block_name(k) for k in replaced[:4]) + (f" and {len(replaced) - 4} more"
+                                                                        if len(replaced) > 4 else "")
+            self.patch.note(f"another extension replaces attn1 of {shown} (Forge's built-in SAG?): Sloth leaves "
+                            "those layers to it" + ("; Sloth's SAG is skipped, it needs the middle block's "
+                                                    "first self-attention" if middle and self.sag.active else ""))
+
+    def _normalise(self, n, context, value, extra_options):
+        """Appended after foreign attn1 patches of a call: untouched tokens become a plain self-attention call."""
+        if context is n and value is n:
+            return n, None, None
+        if context is not None:
+            block = extra_options.get("block")
+            key = (*block, extra_options.get("block_index", 0)) if block else ("unknown", 0, 0)
+            if key not in self._skipped_layers:
+                self._skipped_layers[key] = None
+                text = ("Sloth left these self-attention layers to another attn1 patch that changed their "
+                        "tokens: " + ", ".join(_block_name(k) for k in self._skipped_layers))
+                if self._skipped_note is None:
+                    self._skipped_note = len(self.notes)
+                    self.notes.append(text)
+                else:
+                    self.notes[self._skipped_note] = text
+        return n, context, value
+
+    def _with_normaliser(self, c):
+        options = c.get("transformer_options") or {}
+        patches = options.get("patches") or {}
+        attn1 = list(patches.get("attn1_patch") or ())
+        if not attn1 or any(f is self._normaliser for f in attn1):
+            return c
+        self._check_options({"transformer_options": options})
+        # copies: the lists and dicts are shared with the UnetPatcher's model_options
+        patches = {**patches, "attn1_patch": [*attn1, self._normaliser]}
+        return {**c, "transformer_options": {**options, "patches": patches}}
+
+    # ---- per UNet call ------------------------------------------------------------------------
+    def _make_wrapper(self, foreign):
+        sloth_pass = self
+
+        def sloth_unet_wrapper(apply_model, args):
+            return sloth_pass.unet_call(apply_model, args, foreign)
+
+        sloth_unet_wrapper.sloth_pass = self
+        sloth_unet_wrapper.sloth_foreign = foreign
+        return sloth_unet_wrapper
+
+    def unet_call(self, apply_model, args, foreign):
+        self.unet_calls += 1
+        c = self._with_normaliser(args["c"])
+        if c is not args["c"]:
+            args = {**args, "c": c}
+        else:
+            self._check_options({"transformer_options": c.get("transformer_options") or {}})
+        self.patch.set_step(*self.clock.now())
+        armed = False
+        if self.sag.active and not self._in_sag_call:
+            rows = self._uncond_rows(args.get("cond_or_uncond"), args["input"].shape[0])
+            if rows and not self._middle_replaced:
+                self.sag.arm(rows)
+                armed = True
+        try:
+            with self.patch:
+                if foreign is not None:
+                    return foreign(apply_model, args)
+                return apply_model(args["input"], args["timestep"], **c)
+        except BaseException:
+            self.sag.disarm()  # drop any map: nothing of this step is used
+            raise
+        finally:
+            if armed:
+                self.sag.stop_recording()
+
+    def _uncond_rows(self, cond_or_uncond: Optional[Sequence[int]], rows: int) -> List[int]:
+        """The rows of the first uncond chunk of this call ([] if none); counts this step's uncond chunks."""
+        chunks = list(cond_or_uncond or ())
+        if UNCOND not in chunks:
+            return []
+        self._step_uncond_chunks += chunks.count(UNCOND)
+        if rows % len(chunks):
+            self.patch.note(f"a UNet call of {rows} rows in {len(chunks)} cond/uncond chunks: rows do not split "
+                            "evenly; SAG skipped that call")
+            return []
+        b = rows // len(chunks)
+        first = chunks.index(UNCOND)
+        return list(range(first * b, (first + 1) * b))
+
+    # ---- SAG (post-CFG, x0 space) ---------------------------------------------------------------
+    def _make_post_cfg(self):
+        sloth_pass = self
+
+        def sloth_sag_post_cfg(args):
+            return sloth_pass.post_cfg_step(args)
+
+        sloth_sag_post_cfg.sloth_pass = self
+        return sloth_sag_post_cfg
+
+    def post_cfg_step(self, args):
+        cfg = args["denoised"]
+        uncond_chunks, self._step_uncond_chunks = self._step_uncond_chunks, 0
+        uncond_x0 = args.get("uncond_denoised")
+        uncond = args.get("uncond")
+        x = args["input"]
+        if self._middle_replaced:
+            self.sag.disarm()
+            return cfg
+        if not uncond_chunks or uncond_x0 is None or not uncond:
+            self.patch.note(SAG_NO_UNCOND)
+            self.sag.disarm()
+            return cfg
+        if uncond_chunks > 1:
+            self.patch.note(f"SAG: {uncond_chunks} uncond conditionings in one step; the map is read from one")
+        if uncond_x0.shape != x.shape:
+            self.patch.note(f"SAG skipped: uncond prediction {tuple(uncond_x0.shape)} does not match the latent "
+                            f"{tuple(x.shape)}")
+            self.sag.disarm()
+            return cfg
+        model, sigma = args["model"], args["sigma"]
+        conds = [_without_area(entry) for entry in uncond]
+        options = {**args["model_options"], "model_function_wrapper": self.bare_wrapper}
+
+        def call_model(x_in: torch.Tensor) -> torch.Tensor:
+            self._in_sag_call = True
+            try:
+                return self.substrate.uncond_x0(model, conds, x_in, sigma, options)
+            finally:
+                self._in_sag_call = False
+
+        return self.sag.guide(cfg, x, uncond_x0, call_model, space=None, prediction="x0")
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def pass_cfg(p):
+    """The CFG scale this pass samples with: reForge's hires pass has its own ``hr_cfg``."""
+    cfg = getattr(p, "cfg_scale", None)
+    hr_cfg = getattr(p, "hr_cfg", None)
+    if getattr(p, "is_hr_pass", False) and isinstance(hr_cfg, (int, float)) and hr_cfg > 0:
+        cfg = hr_cfg
+    return cfg
+
+
+def _without_area(entry):
+    """An ldm_patched cond dict covering the whole latent (reForge PR #487: mask/area break SAG's call)."""
+    if not isinstance(entry, dict):
+        return entry
+    return {k: v for k, v in entry.items() if k not in AREA_KEYS}
+
+
+def _drop_post_cfg(model_options, sloth_pass) -> None:
+    fns = model_options.get("sampler_post_cfg_function")
+    if fns:
+        model_options["sampler_post_cfg_function"] = [f for f in fns
+                                                      if getattr(f, "sloth_pass", None) is not sloth_pass]
+
+
+def _describe(fn) -> str:
+    """A readable name for another extension's function: 'HyperTile.patch: hypertile_in'."""
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    owner, _, _ = qualname.partition(".<locals>")
+    name = qualname.rsplit(".", 1)[-1]
+    return f"{owner}: {name}" if owner != qualname and owner != name else name
+
+
+def _block_name(key) -> str:
+    key = tuple(key)
+    if len(key) >= 3:
+        return f"{key[0]} {key[1]}.{key[2]}"
+    return " ".join(str(k) for k in key)
