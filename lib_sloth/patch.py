@@ -95,6 +95,7 @@ class SlothPatch:
         self.latent_hw: Optional[tuple] = None
         self.notes: List[str] = []
         self.interceptors: List[Interceptor] = []
+        self.recorder = None  # a maps.MapRecorder when the user asked for maps; None = record nothing
         self.layers: Dict[nn.Module, LayerInfo] = {}
         self.rewritten: Counter = Counter()  # layer name -> calls rewritten, for info and tests
         self.installed = False
@@ -254,4 +255,6 @@ class SlothPatch:
             runner = plan_layer(self._plan_settings, call) if downsample else None
         if runner is not None:
             self.rewritten[info.name] += 1
+        if self.recorder is not None and downsample:
+            self.recorder.layer(call, runner, self.latent_hw)
         return runner

@@ -225,6 +225,10 @@ class SagPass:
                       "passed; the step ran without SAG")
             return cfg
 
+        recorder = getattr(self.patch, "recorder", None)
+        if recorder is not None:  # "Show Sloth maps": keep the first image's map of this step
+            recorder.sag(self.patch.step, self.patch.total, sag_map, tuple(uncond.shape[-2:]))
+
         def counted(x_in: torch.Tensor) -> torch.Tensor:
             self.extra_calls += 1
             return call_model(x_in)
