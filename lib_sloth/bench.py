@@ -257,7 +257,7 @@ def run(sizes, reps, cases, device, dtype, log=print, unet=None):
 def sag_map_mb(unet, size: int) -> float:
     """Bytes of SAG's recorded map (one uncond image) at `size` px: heads x N x N fp32, N the
     middle block's tokens. Computed from the layer; the 512 px run measures the same formula."""
-    from .patch import find_self_attention
+    from .layers import find_self_attention
 
     layer = next(m for m, info in find_self_attention(unet).items() if info.block == "middle")
     downsample = 2 ** sum(1 for m in unet.modules() if type(m).__name__ == "Downsample")

@@ -14,13 +14,21 @@ Runner = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
+class TokenGrid:
+    """Where a layer's tokens sit: an h x w grid, in latent cells at the layer's own resolution."""
+
+    h: int
+    w: int
+    level: int  # 0 = the shallowest level of this UNet that has self-attention
+
+
+@dataclass(frozen=True)
 class LayerCall:
-    """One self-attention call, as the planners see it."""
+    """One self-attention call, as the planners (and the patch's interceptors) see it."""
 
     block: str  # "input", "middle" or "output"
-    level: int  # 0 = the shallowest level of this UNet that has self-attention
-    h: int  # token grid of this layer, in latent cells at its own resolution
-    w: int
+    grid: Optional[TokenGrid]  # None = the tokens match no grid of the latent (merged or cropped
+    # upstream): only interceptors see such calls, planners never do
     batch: int
     step: int  # sampling step of the pass, 0-based
     total: int  # steps in this pass
@@ -28,8 +36,25 @@ class LayerCall:
     upcast: bool = False  # compute rewritten attention in fp32 (the global upcast_attention)
 
     @property
+    def h(self) -> int:
+        return self._known().h
+
+    @property
+    def w(self) -> int:
+        return self._known().w
+
+    @property
+    def level(self) -> int:
+        return self._known().level
+
+    @property
     def progress(self) -> float:
         return schedule.progress(self.step, self.total)
+
+    def _known(self) -> TokenGrid:
+        if self.grid is None:
+            raise ValueError(f"the token grid of this {self.block} call is unknown; only interceptors see it")
+        return self.grid
 
 
 # A planner decides for one method: plan(its settings block, call) -> Runner, or None to leave

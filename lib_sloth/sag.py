@@ -189,8 +189,8 @@ class SagPass:
         rows = resolve_rows(self._rows, x.shape[0])
         if not rows:
             return None
-        # the patch's grid is exact when it found one; h = w = 0 would mean "unknown" (factorise later)
-        grid = (call.h, call.w) if call.h * call.w == x.shape[1] else None
+        # the patch's grid is exact when it found one; unknown (None) is factorised from the map later
+        grid = (call.grid.h, call.grid.w) if call.grid is not None else None
         return partial(self._record, rows=rows, grid=grid)
 
     def _record(self, module, x: torch.Tensor, *, rows: List[int], grid) -> torch.Tensor:

@@ -182,6 +182,26 @@ def test_sag_runs_one_extra_model_call_per_step_and_changes_the_image(backend, s
     assert torch.isfinite(out).all() and not torch.allclose(out, plain, atol=1e-4)
 
 
+def test_sag_call_state_lives_for_one_denoiser_call_only(backend):
+    seen = []
+    original = a1111.DenoiserCall.__init__
+
+    def spy(self, *args):
+        original(self, *args)
+        seen.append(self)
+
+    a1111.DenoiserCall.__init__ = spy
+    try:
+        generate(SAG, steps=3)
+    finally:
+        a1111.DenoiserCall.__init__ = original
+    sloth_pass = backend.passes[-1].sloth_pass
+    assert len(seen) == 3 and len({id(c) for c in seen}) == 3  # one per denoiser call
+    assert seen[-1].uncond_cond is not None  # it really carried the uncond conds to the guidance
+    assert sloth_pass._call is None  # cleared in finally: no latent or cond outlives its call
+    assert not [k for k, v in vars(sloth_pass).items() if isinstance(v, torch.Tensor)]
+
+
 def test_sag_scale_zero_is_bit_identical(backend):
     plain, _ = generate(enabled=False)
     out, _ = generate({"sag.enabled": True, "sag.scale": 0.0})

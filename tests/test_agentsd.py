@@ -12,7 +12,7 @@ from tomesd.merge import bipartite_soft_matching_random2d as tomesd_matching
 from lib_sloth import SlothPatch, settings_from_dict
 from lib_sloth.agentsd import agent_attention, agentsd_attention, layer_plan, merge_seed, phase_at
 from lib_sloth.fields import SettingsError
-from lib_sloth.layer_call import LayerCall
+from lib_sloth.layer_call import LayerCall, TokenGrid
 from lib_sloth.methods import plan_layer
 from lib_sloth.tome import bipartite_soft_matching, match
 from unets import sd15_unet, unet_inputs
@@ -36,7 +36,7 @@ def rows(t, index):
 
 
 def call(level=0, h=24, w=24, batch=2, step=0, total=10, seed=1, block="input"):
-    return LayerCall(block, level, h, w, batch, step, total, seed)
+    return LayerCall(block, TokenGrid(h, w, level), batch, step, total, seed)
 
 
 def run(unet, x, t, c, settings=None, step=0, total=10, seed=7):

@@ -13,7 +13,7 @@ import lib_sloth.methods as methods_module
 import lib_sloth.nearsighted as nearsighted_module
 import lib_sloth.sag as sag_module
 from lib_sloth import maps
-from lib_sloth.layer_call import LayerCall
+from lib_sloth.layer_call import LayerCall, TokenGrid
 from lib_sloth.maps import MapRecorder, kv_share
 from lib_sloth.patch import SlothPatch
 from lib_sloth.prediction import NoiseSpace
@@ -209,7 +209,7 @@ def test_sag_records_the_engines_own_mask_of_the_first_image(sd15, monkeypatch):
 
 
 def test_kv_share_knows_every_planner_of_the_engine():
-    call = LayerCall("input", 0, 32, 32, 2, 2, 5, 7)
+    call = LayerCall("input", TokenGrid(32, 32, 0), 2, 2, 5, 7)
     for name in ("slothful", "tile", "nearsighted", "agentsd"):
         runner = methods_module.plan_layer(S(name), call)
         assert runner is not None, name

@@ -265,3 +265,37 @@ def test_same_seed_same_result_other_seed_other_seams(sd15):
     assert torch.equal(a, run(sd15, x, t, c, s, seed=1))
     others = [run(sd15, x, t, c, s, seed=seed) for seed in (2, 3, 4)]
     assert any(not torch.equal(a, o) for o in others)
+
+
+def test_a_call_whose_tokens_match_no_grid_reaches_interceptors_with_grid_none_and_no_planner(sd15):
+    layer = sd15.input_blocks[1][1].transformer_blocks[0].attn1
+    seen = []
+    with SlothPatch(sd15, preset("slothful")) as patch:
+        patch.interceptors.append(lambda module, info, x, call: seen.append(call) or None)
+        patch.latent_hw = (16, 16)
+        layer(torch.randn(1, 15 * 15, layer.to_q.in_features))  # merged upstream: 225 tokens fit no level
+        layer(torch.randn(1, 16 * 16, layer.to_q.in_features))
+    unknown, known = seen
+    assert unknown.grid is None and (known.grid.h, known.grid.w, known.grid.level) == (16, 16, 0)
+    with pytest.raises(ValueError, match="unknown"):
+        unknown.h
+    assert patch.rewritten == {"input_blocks.1.1.transformer_blocks.0.attn1": 1}  # only the known-grid call
+    assert any("225 tokens match no grid" in n for n in patch.notes)
+
+
+def test_an_exception_inside_the_block_restores_class_and_instance_forwards_and_the_hook(sd15_case):
+    unet, x, t, c, base = sd15_case
+    layer = unet.input_blocks[1][1].transformer_blocks[0].attn1
+    own = layer.forward
+    layer.forward = own  # an instance forward (HyperTile-style)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with SlothPatch(unet, preset("slothful")) as patch:
+                assert patch.installed and layer.__dict__["forward"] is not own
+                raise KeyboardInterrupt
+        assert not patch.installed and layer.__dict__["forward"] is own
+        assert not hasattr(CrossAttention.__dict__.get("forward"), "__sloth_original__")
+        assert not unet._forward_pre_hooks
+        assert torch.equal(unet(x, t, c), base)
+    finally:
+        del layer.forward

@@ -81,10 +81,9 @@ class A1111Pass:
         self.sag = SagPass(settings.sag, self.patch)
         self.notes = self.patch.notes  # grows while sampling; the Script reads it afterwards
         denoiser.sloth_pass = self  # for inspection; dies with the pass's denoiser
-        self._call: Optional[_CallRows] = None
+        self._call: Optional[DenoiserCall] = None  # the denoiser call under way (SAG only); None between calls
         self._inner = None  # the inner model we wrapped (the WebUI may replace it mid-pass)
         self._inner_forward = None
-        self._call_x = self._call_sigma = None  # this denoiser call's latent rows and sigmas
         self._wrap_forward()
         if self.sag.active:
             self._wrap_combine()
@@ -95,15 +94,14 @@ class A1111Pass:
 
         def forward(x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
             self.patch.set_step(*self.clock.now())
-            self._call = _CallRows(self._rows_in(x, cond), x.shape[0]) if self.sag.active else None
-            if self._call is not None:
+            if self.sag.active:
+                self._call = DenoiserCall(x, sigma, self._rows_in(x, cond))
                 self._wrap_inner()
             try:
                 with self.patch:
-                    self._call_x, self._call_sigma = x, sigma
                     return original(x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
             finally:
-                self._call = None
+                self._call = None  # nothing of this call (its latent, its conds) outlives it
                 self.sag.disarm()
 
         self._set(self.denoiser, "forward", forward)  # instance attribute: gone with the denoiser
@@ -151,7 +149,7 @@ class A1111Pass:
                 return cfg
             n = uncond.shape[0] if not isinstance(uncond, dict) else uncond["crossattn"].shape[0]
             real = call.uncond_cond is not None and x_out.shape[0] == call.total
-            x, sigma = self._call_x, self._call_sigma
+            x, sigma = call.x, call.sigma
             inner = self._inner_forward
             cond_dict = call.uncond_cond
 
@@ -185,17 +183,20 @@ class A1111Pass:
         return "eps", NoiseSpace.from_alphas_cumprod(alphas.to(x.device), sigma, like=x)
 
 
-class _CallRows:
-    """Where the uncond rows of one denoiser call fall in its successive UNet calls.
+class DenoiserCall:
+    """The state of one CFG denoiser call, for SAG: created when the call starts, dropped when it ends.
 
-    total: rows of the full layout (cond rows + `uncond` rows); the uncond rows are the last.
+    x [B, C, H, W] and sigma are the call's latent and sigmas (B = its uncond rows, one per image);
+    total: rows of the full layout (cond rows + B uncond rows, the uncond rows last); `offset`
+    tracks where the next UNet call of this denoiser call starts in that layout.
     """
 
-    def __init__(self, total: int, uncond: int):
+    def __init__(self, x: torch.Tensor, sigma, total: int):
+        self.x, self.sigma = x, sigma
         self.total = total
-        self.uncond = uncond
+        self.uncond = x.shape[0]
         self.offset = 0
-        self.uncond_cond = None  # the uncond rows' conditioning, once one call held all of them
+        self.uncond_cond = None  # the uncond rows' conditioning, once one UNet call held all of them
 
     def uncond_rows_of_next(self, rows: int) -> List[int]:
         start, self.offset = self.offset, self.offset + rows
