@@ -9,8 +9,9 @@ for path in (ROOT, os.path.join(ROOT, "tests")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-# the test tensors are tiny: one thread is as fast and immune to a busy machine
-torch.set_num_threads(1)
+# the test tensors are tiny: one thread is as fast and immune to a busy machine. SLOTH_TORCH_THREADS=2
+# runs the suite on two: float comparisons must hold at any thread count (tests/noise.py)
+torch.set_num_threads(max(1, int(os.environ.get("SLOTH_TORCH_THREADS", "1"))))
 
 
 @pytest.fixture(scope="session")

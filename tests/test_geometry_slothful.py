@@ -105,6 +105,8 @@ def test_k_and_v_blends_are_separate():
     k_src, v_src = reduce_tokens(x, 6, 6, Pooling("2D_AVG", (2, 2), 0.25, 0.75))
     pick = x.view(1, 6, 6, 2)[:, ::2, ::2].reshape(1, -1, 2)
     pool = F.avg_pool2d(x.transpose(1, 2).reshape(1, 2, 6, 6), 2).flatten(2).transpose(1, 2)
+    # pooling 4 values in another order than avg_pool2d: a few fp32 ulps, far inside allclose's
+    # default rtol 1e-5 (~80 ulps) on any CPU
     assert torch.allclose(k_src, torch.lerp(pick, pool, 0.25))
     assert torch.allclose(v_src, torch.lerp(pick, pool, 0.75))
 
@@ -112,7 +114,7 @@ def test_k_and_v_blends_are_separate():
 def test_1d_mode_pools_runs_of_the_flat_sequence():
     x = torch.randn(1, 10, 2)
     k_src, _ = reduce_tokens(x, 2, 5, Pooling("1D_AVG", (1, 3), 1.0, 0.0))
-    assert torch.allclose(k_src[0, 1], x[0, 3:6].mean(0))
+    assert torch.allclose(k_src[0, 1], x[0, 3:6].mean(0))  # a 3-value mean: a few ulps (default rtol ~80)
     assert torch.allclose(k_src[0, 3], x[0, 9])
 
 
@@ -123,4 +125,6 @@ def test_pooling_hidden_states_equals_pooling_kv_for_avg():
     pooling = Pooling("2D_AVG", (2, 3), 1.0, 1.0)
     k_src, _ = reduce_tokens(x, 6, 10, pooling)
     projected, _ = reduce_tokens(proj(x), 6, 10, pooling)
+    # 8-term dot products and 6-value means of unit-scale values in two orders: rounding ~1e-6 on any
+    # CPU (fp32 eps 1.2e-7 times a few terms); atol 1e-5 is a relative bound at this scale
     assert torch.allclose(proj(k_src), projected, atol=1e-5)

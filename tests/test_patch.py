@@ -5,6 +5,7 @@ from ldm.modules.attention import CrossAttention, SpatialTransformer
 
 from lib_sloth import SlothPatch, preset, settings_from_dict
 from lib_sloth.settings import SlothSettings
+from noise import assert_within_noise, max_abs, noise_floor
 from unets import unet_inputs
 
 METHODS = {
@@ -78,7 +79,11 @@ def test_rows_of_a_batch_are_independent(sd15):
     s = settings_from_dict(METHODS["nearsighted"])
     alone = run(sd15, x[:1], t[:1], c[:1], s)
     together = run(sd15, x, t, c, s)
-    assert torch.allclose(alone[0], together[0], atol=1e-5)
+    # noise floor: batch 3 vs batch 1 unpatched. The rewrite's own GEMMs (tiles, pooled K/V) also have
+    # batch-dependent shapes, in about as many layers as it replaces: factor 4
+    floor = noise_floor((run(sd15, x[:1], t[:1], c[:1])[0], run(sd15, x, t, c)[0]))
+    tol = assert_within_noise(alone[0], together[0], floor, 4.0)
+    assert max_abs(together[0], run(sd15, x, t, c)[0]) > 100 * tol  # the method's effect is far above it
 
 
 def test_levels_are_counted_from_the_shallowest_attention_level(sd15, sdxl):

@@ -16,8 +16,6 @@ if STANDIN_ROOT not in sys.path:
 
 import torch  # noqa: E402
 
-torch.set_num_threads(1)  # tiny tensors: threading only adds overhead on the 2-core CI box
-
 import gradio as gr  # noqa: E402
 
 import standin  # noqa: E402
