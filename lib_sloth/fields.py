@@ -4,27 +4,18 @@ A settings block is a frozen dataclass deriving from `Validated`. Each leaf is a
 field whose metadata holds its range or choices and a one-line hint; a `nested(...)` field holds
 another block (input / output, early / late). `walk_fields` lists every leaf as a `FieldSpec`
 with its dotted path, so a range is written down exactly once and the UI, the API, the info text
-and X/Y/Z all read the same table. Imports nothing of lib_sloth.
+and X/Y/Z all read the same table. Imports nothing of lib_sloth but `values`.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
-
-class SettingsError(ValueError):
-    """A setting is unknown or outside its allowed range; the message starts with the field's path."""
-
-    def __init__(self, field: str, detail: str):
-        self.field, self.detail = field, detail
-        super().__init__(f"{field}{detail}")
-
-    def under(self, prefix: str) -> "SettingsError":
-        """The same error seen from an enclosing settings block."""
-        return SettingsError(prefix + self.field, self.detail)
+from . import values
+from .values import SettingsError  # noqa: F401  (re-exported: callers import it from here)
 
 
 class Validated:
@@ -51,27 +42,22 @@ def validate(obj) -> None:
         meta = f.metadata
         if meta.get("nested"):
             continue
-        value = getattr(obj, f.name)
-        bad = check_value(value, isinstance(f.default, bool), meta)
-        if bad:
-            raise SettingsError(f.name, f"={value!r} {bad}")
+        check_value(f.name, getattr(obj, f.name), isinstance(f.default, bool), meta)
 
 
-def check_value(value, is_bool: bool, meta: Mapping[str, Any]) -> str:
-    """'' when `value` fits, else why not (with the allowed range)."""
+def check_value(name: str, value, is_bool: bool, meta: Mapping[str, Any]) -> None:
+    """Refuse (SettingsError) a value of the wrong type or outside its range. No coercion here:
+    outside input is parsed by `values.parse` first (settings_from_dict)."""
     if is_bool:
-        return "" if isinstance(value, bool) else "is not allowed: expected true or false"
-    if meta.get("choices") is not None:
-        ok = value in meta["choices"] and not isinstance(value, bool)
-        return "" if ok else f"is not allowed: choose one of {list(meta['choices'])}"
-    allowed = f"[{meta['lo']}, {meta['hi']}]"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return f"is not allowed: expected a number in {allowed}"
-    if meta.get("integer") and value != int(value):
-        return f"is not allowed: expected a whole number in {allowed}"
-    if not meta["lo"] <= value <= meta["hi"]:
-        return f"is out of range: allowed {allowed}"
-    return ""
+        if not isinstance(value, bool):
+            raise values.refuse(name, value, "expected true or false")
+    elif meta.get("choices") is not None:
+        if isinstance(value, bool) or value not in meta["choices"]:
+            raise values.refuse(name, value, f"choose one of {list(meta['choices'])}")
+    elif isinstance(value, (bool, str)) or not isinstance(value, numbers.Real):
+        raise values.refuse(name, value, f"expected a number in {values.range_text(meta['lo'], meta['hi'])}")
+    else:  # exact for huge ints, refuses NaN and infinities (no OverflowError)
+        values.parse_number(name, value, meta["lo"], meta["hi"], integer=bool(meta.get("integer")))
 
 
 @dataclass(frozen=True)

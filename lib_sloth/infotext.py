@@ -22,13 +22,12 @@ the settings table's ranges are skipped, never fatal. Older formats are upgraded
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, MutableMapping
 
-from . import methods
-from .fields import FieldSpec
+from . import methods, values
+from .fields import FieldSpec, SettingsError
 from .settings import SlothSettings, iter_fields, to_flat
 
 FORMAT_VERSION = 1
@@ -95,20 +94,10 @@ def format_value(spec: FieldSpec, value: Any) -> str:
 
 def parse_value(spec: FieldSpec, text: str) -> Any:
     """The typed value of `text` for this setting, or None when it is not a valid value."""
-    text = text.strip()
-    if spec.kind == "bool":
-        return {"1": True, "0": False, "true": True, "false": False}.get(text.lower())
-    if spec.kind == "choice":
-        return next((c for c in spec.choices if str(c) == text), None)
     try:
-        number = float(text)
-    except ValueError:
+        return values.parse(spec, text)
+    except SettingsError:
         return None
-    if not math.isfinite(number) or not spec.lo <= number <= spec.hi:
-        return None
-    if spec.integer:
-        return int(number) if number == int(number) else None
-    return number
 
 
 def _tokens(value: str) -> tuple[int | None, dict[str, str]]:
@@ -154,23 +143,44 @@ def read(params: Mapping[str, Any], migrations: Iterable[Migration] | None = Non
     """Setting path -> value found in `params` (parsed info text), or None when the extension was off.
 
     Method enables are always present (True/False); the other settings of a disabled method are
-    absent, as are tokens that are missing or invalid.
+    absent, as are tokens that are missing or invalid (`problems` says which were invalid).
     """
+    return read_checked(params, migrations)[0]
+
+
+def problems(params: Mapping[str, Any], migrations: Iterable[Migration] | None = None) -> list[SettingsError]:
+    """Why tokens of our keys in `params` were skipped: bad values and unknown names."""
+    return read_checked(params, migrations)[1]
+
+
+def read_checked(params: Mapping[str, Any], migrations: Iterable[Migration] | None = None
+                 ) -> tuple[dict[str, Any] | None, list[SettingsError]]:
+    """(`read`'s result, `problems`' result), parsing the text once."""
     params = migrated(params, migrations)
     if MAIN_KEY not in params:
-        return None
+        return None, []
     parsed = {key: _tokens(params[key])[1] for key in all_keys() if key in params}
     out: dict[str, Any] = {}
+    bad: list[SettingsError] = []
+    known: dict[str, list[str]] = {}
     for spec in iter_fields():
         key = key_for(spec.path)
         if _is_method_enable(spec):
             out[spec.path] = key in parsed
             continue
+        known.setdefault(key, []).append(token_for(spec.path))
         raw = parsed.get(key, {}).get(token_for(spec.path))
-        value = None if raw is None else parse_value(spec, raw)
-        if value is not None:
-            out[spec.path] = value
-    return out
+        if raw is None:
+            continue
+        try:
+            out[spec.path] = values.parse(spec, raw)
+        except SettingsError as err:
+            bad.append(err)
+    for key, tokens in parsed.items():
+        for token in tokens:
+            if token not in known.get(key, ()):
+                bad.append(values.unknown(f"{key}: {token}", [f"{key}: {t}" for t in known.get(key, ())]))
+    return out, bad
 
 
 class PasteKey(str):
@@ -191,6 +201,11 @@ class PasteKey(str):
 
     def __call__(self, params: Mapping[str, Any]):
         try:
+            if self.path == PROBLEMS:  # the API's infotext field only; a UI paste shows STATUS instead
+                return "" if params.get(UI_PASTE_MARK) else problems_text(params)
+            if self.path == STATUS:
+                text = problems_text(params)
+                return f"Sloth: ignored from the pasted info text: {text}" if text else ""
             if self.path == "enabled":
                 return is_enabled(params)
             values = read(params)
@@ -200,6 +215,34 @@ class PasteKey(str):
 
     def __reduce__(self):
         return PasteKey, (str(self), self.path)
+
+
+PROBLEMS = "paste_problems"  # PasteKey path of the hidden control carrying them to the job (API)
+STATUS = "paste_status"  # PasteKey path of the status line showing them (UI)
+UI_PASTE_MARK = "(Sloth: pasted in the UI)"  # no parsed key can start with "(" (KEY_PATTERN)
+MAX_PROBLEMS = 5
+
+
+def mark_ui_paste(params: MutableMapping[str, Any]) -> None:
+    """Called from the WebUI's infotext-pasted callback, which runs for UI pastes but not for the
+    API's ``infotext`` field: a UI paste reports problems in the status line, the API fails the job."""
+    params[UI_PASTE_MARK] = True
+
+
+def problems_text(params: Mapping[str, Any]) -> str:
+    """'' or the first few `problems` of `params`, for one message."""
+    found = [str(err) for err in problems(params)]
+    if len(found) > MAX_PROBLEMS:
+        found[MAX_PROBLEMS:] = [f"and {len(found) - MAX_PROBLEMS} more"]
+    return "; ".join(found)
+
+
+def problems_paste_key() -> PasteKey:
+    return PasteKey(f"{MAIN_KEY} problems", PROBLEMS)
+
+
+def status_paste_key() -> PasteKey:
+    return PasteKey(f"{MAIN_KEY} status", STATUS)
 
 
 def paste_keys() -> dict[str, PasteKey]:

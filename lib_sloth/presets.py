@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping
 
-from . import methods
+from . import methods, values
 from .fields import SettingsError
 from .settings import SlothSettings, settings_from_dict
 
@@ -41,6 +41,6 @@ PRESETS: Mapping[str, Mapping[str, Any]] = _BuiltinPresets()
 
 def preset(name: str) -> SlothSettings:
     """The settings of built-in preset `name`."""
-    if name not in PRESETS:
-        raise SettingsError("preset", f"={name!r} is not a preset; choose one of {list(PRESETS)}")
+    if not isinstance(name, str) or name not in PRESETS:
+        raise SettingsError("preset", f"={values.shorten(name)} is not a preset; choose one of {list(PRESETS)}")
     return settings_from_dict(PRESETS[name])

@@ -13,8 +13,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
-from . import methods
-from .coerce import coerce
+from . import methods, values
 from .fields import (FieldSpec, SettingsError, Validated, block_to_flat, build_block, setting, walk_fields)
 
 
@@ -142,13 +141,13 @@ def settings_from_dict(data: Mapping[str, Any] | None, base: SlothSettings | Non
     specs = {s.path: s for s in iter_fields()}
     unknown = sorted(set(flat) - set(specs))
     if unknown:
-        raise SettingsError(repr(unknown[0]), f" is not a setting; known settings: {', '.join(specs)}")
-    values = {s.path: s.default for s in specs.values()}
-    values.update(to_flat(base or SlothSettings()))
+        raise values.unknown(unknown[0], specs)
+    merged = {s.path: s.default for s in specs.values()}
+    merged.update(to_flat(base or SlothSettings()))
     for path, value in flat.items():
-        values[path] = coerce(specs[path], value)
-    blocks = {m.name: build_block(m.settings, values, m.name + ".") for m in methods.all_methods()}
-    shared = build_block(SharedSettings, values)
+        merged[path] = values.parse(specs[path], value)
+    blocks = {m.name: build_block(m.settings, merged, m.name + ".") for m in methods.all_methods()}
+    shared = build_block(SharedSettings, merged)
     try:
         return SlothSettings(**blocks, **vars_of(shared))
     except SettingsError as err:

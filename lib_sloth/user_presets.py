@@ -17,12 +17,14 @@ import os
 import tempfile
 from typing import Mapping
 
+from . import values
 from .fields import SettingsError
 from .presets import PRESETS
 from .settings import SlothSettings, settings_from_dict, to_dict
 
 FILE_VERSION = 1
 MAX_NAME_LENGTH = 64
+MAX_REPORTED = 5  # skipped presets named in one message; a hostile file cannot flood the UI
 
 Presets = dict[str, SlothSettings]
 
@@ -33,13 +35,18 @@ def load(path: str) -> tuple[Presets, str]:
     if problem:
         return {}, problem
     presets, skipped = {}, []
-    for name, values in data.items():
+    for name, raw in data.items():
         try:
-            if not isinstance(values, Mapping):
-                raise SettingsError("", f"expected an object of settings, got {type(values).__name__}")
-            presets[name] = settings_from_dict(values)
+            problem = check_name(name)
+            if problem and name not in PRESETS:  # a built-in's name is shadowed, not broken
+                raise SettingsError("", problem.removeprefix("Sloth: ").rstrip("."))
+            if not isinstance(raw, Mapping):
+                raise SettingsError("", f"expected an object of settings, got {type(raw).__name__}")
+            presets[name] = settings_from_dict(raw)
         except SettingsError as err:
-            skipped.append(f"{name!r} ({err})")
+            skipped.append(f"{values.shorten(name)} ({err})")
+    if len(skipped) > MAX_REPORTED:
+        skipped[MAX_REPORTED:] = [f"and {len(skipped) - MAX_REPORTED} more"]
     message = f"Sloth: skipped user presets that are no longer valid in {path}: {'; '.join(skipped)}" if skipped else ""
     return presets, message
 
@@ -107,8 +114,8 @@ def _read(path: str) -> tuple[dict, str]:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        why = str(err)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:  # RecursionError: [[[[...]]]]
+        why = values.shorten(str(err), 120)
     else:
         if not isinstance(data, dict) or not isinstance(data.get("presets"), dict):
             why = 'expected {"version": 1, "presets": {...}}'

@@ -73,8 +73,9 @@ def _has_every_sampling_hook() -> bool:
     return "process_before_every_sampling" in vars(scripts.Script)
 
 
-def _migrate_pasted(infotext_text, params):
+def _migrate_pasted(infotext_text, params):  # UI pastes only (the API's infotext field skips it)
     infotext.migrate(params)
+    infotext.mark_ui_paste(params)
 
 
 def _presets_path():

@@ -68,7 +68,7 @@ def test_its_settings_join_the_table_after_every_builtin_and_before_the_shared_o
 
 
 def test_its_ranges_and_conflicts_are_validated(vscale):
-    with pytest.raises(SettingsError, match=r"^vscale.scale=3.0 .*\[0.0, 2.0\]"):
+    with pytest.raises(SettingsError, match=r"^vscale.scale=3(\.0)? .*\[0.0, 2.0\]"):
         settings_from_dict({"vscale.scale": 3})
     with pytest.raises(SettingsError, match=r"^vscale.enabled: tile and vscale .* tiles need the plain values"):
         settings_from_dict({"vscale.enabled": True, "tile.enabled": True})
@@ -104,7 +104,7 @@ def test_the_accordion_has_its_section_controls_and_hints(vscale, tmp_path):
     scale = built.components["vscale.scale"]
     assert (scale.label, scale.minimum, scale.maximum, scale.value) == ("Scale", 0.0, 2.0, 1.0)
     assert built.components["vscale.enabled"].label == "Enable V Scale"
-    assert built.controls[-2:] == [built.components["vscale.scale"], built.components["upcast_attention"]]
+    assert built.controls[-3:-1] == [built.components["vscale.scale"], built.components["upcast_attention"]]  # then args.TAIL
     assert hints.hint_map()["vscale__scale"] == "Multiplier of V; 1 = unchanged"
     assert '"vscale__enabled": "Scale the values of self-attention"' in hints.render_js()
     assert labels.sections() == ["slothful", "tile", "nearsighted", "sag", "vscale", "agentsd"]  # ui_rank 0 < 1

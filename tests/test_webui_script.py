@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lib_sloth import infotext
+from lib_sloth.fields import SettingsError
 from lib_sloth.presets import preset
 from lib_sloth.settings import SlothSettings, iter_fields, settings_from_dict
 from lib_sloth.webui import args as script_args
@@ -116,10 +117,14 @@ def test_disabled_extension_attaches_nothing_and_writes_no_info_text(webui):
     assert recorder.calls == [] and not any(k.startswith("Sloth") for k in params_of(processed))
 
 
-def test_enabled_without_an_active_method_writes_info_text_but_attaches_nothing(webui):
+@pytest.mark.parametrize("settings", [SlothSettings(), preset("off"), settings_from_dict({"upcast_attention": True})])
+def test_enabled_without_an_active_method_writes_no_info_text_and_attaches_nothing(webui, settings):
+    """Issue 10 item 13: the `off` preset (or no method ticked) makes a plain image, so its info
+    text (A1111 1.10.1 modules/processing.py create_infotext, from p.extra_generation_params)
+    carries no Sloth key; pasting it back switches Sloth off, which gives the same image."""
     _, recorder = webui
-    processed = standin.run(txt2img(sloth_args(SlothSettings())))
-    assert recorder.calls == [] and params_of(processed)["Sloth"] == "v1 upcast_attention=0"
+    processed = standin.run(txt2img(sloth_args(settings)))
+    assert recorder.calls == [] and not any(k.startswith("Sloth") for k in params_of(processed))
 
 
 def test_txt2img_attaches_once_per_batch_with_the_batchs_first_seed(webui):
@@ -189,7 +194,7 @@ def test_pasted_info_text_is_migrated_by_the_registered_callback(webui, monkeypa
     monkeypatch.setattr(infotext, "MIGRATIONS", (old,))
     params = {"Sloth old": "1"}
     script_callbacks.infotext_pasted_callback("...", params)
-    assert params == {"Sloth": "v1"}
+    assert params == {"Sloth": "v1", infotext.UI_PASTE_MARK: True}
 
 
 # ----------------------------------------------------------------------------------- info text
@@ -268,6 +273,73 @@ def test_api_bad_name_or_value_is_named_and_nothing_is_patched(webui, capsys, ba
     assert named in error and "Nothing was patched" in error
     assert named in capsys.readouterr().err and named in processed.comments
     assert "Sloth" not in params_of(processed)
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"tile.enabled": True, "tile.tile_size": "nan"}, "tile.tile_size"),  # seen in the real A1111 1.10.1
+    ({"tile.enabled": True, "tile.tile_size": float("inf")}, "tile.tile_size"),
+    ({"sag.enabled": True, "sag.scale": 10 ** 400}, "sag.scale"),
+    ({"sag.enabled": True, "sag.scale": "1e999"}, "sag.scale"),
+    ({"agentsd.enabled": True, "agentsd.max_downsample": float("nan")}, "agentsd.max_downsample"),
+])
+def test_api_nan_inf_and_huge_numbers_give_a_sloth_error_not_a_console_traceback(webui, capsys, bad, field):
+    """Issue 10 item 7. A1111 1.10.1 modules/scripts.py ScriptRunner.process (line 846 in the
+    1.10.1 tree) catches any exception of Script.process and only logs "Error running process":
+    a ValueError escaping from `process` meant no `Sloth error` and a silently plain image."""
+    _, recorder = webui
+    processed = run_api([bad])
+    assert recorder.calls == []
+    error = params_of(processed)[infotext.ERROR_KEY]
+    assert error.startswith(field + "=") and "allowed" in error and len(error) < 200
+    assert "Error running process" not in capsys.readouterr().err
+
+
+def api_infotext_args(text):
+    """The Sloth args an API request with only an ``infotext`` field resolves to (A1111 1.10.1
+    modules/api/api.py apply_infotext, line 363: paste fields whose component is a script input
+    become script args, coerced by type(component.value); init_script_args then copies them)."""
+    runner = scripts.scripts_txt2img
+    script = runner.script("Sloth")
+    mentioned = {}
+    request = api_module.SimpleRequest(infotext=text)
+    standin.api.apply_infotext(request, "txt2img", script_runner=runner, mentioned_script_args=mentioned)
+    args = standin.api.init_script_args(request, standin.api.default_script_arg_txt2img, None, None, runner,
+                                        input_script_args=mentioned)
+    return args[script.args_from:script.args_to]
+
+
+@pytest.mark.parametrize("token, field", [("tile_size=nan", "tile.tile_size"), ("tile_size=1e999", "tile.tile_size"),
+                                          ("global_ratio=inf", "tile.global_ratio"),
+                                          ("max_depth=" + "9" * 400, "tile.max_depth"),
+                                          ("tile_sise=32", "Sloth Tile: tile_sise")])
+def test_a_bad_token_in_the_api_infotext_field_fails_the_job_with_its_name(webui, token, field):
+    """The API's infotext field skips on_infotext_pasted (only connect_paste's paste_func calls
+    it: modules/infotext_utils.py line 501 in 1.10.1), so a bad token cannot be shown anywhere but
+    the job: it becomes a SettingsError naming the token, and nothing is patched."""
+    text = f"a cat\nSteps: 2, Sampler: Euler, Seed: 1, Sloth: v1 upcast_attention=0, Sloth Tile: {token}"
+    with pytest.raises(SettingsError) as err:
+        script_args.resolve(api_infotext_args(text))
+    assert field in str(err.value) and len(str(err.value)) < 250
+    fine = api_infotext_args("a cat\nSteps: 2, Sloth: v1 upcast_attention=0, Sloth Tile: tile_size=40")
+    assert script_args.resolve(fine).settings.tile.tile_size == 40
+
+
+def test_a_bad_token_pasted_in_the_ui_is_shown_and_leaves_its_control_alone(webui):
+    """A UI paste (modules/infotext_utils.py connect_paste: the callback at line 501, then one
+    value per paste field, None = unchanged) shows the problem in the status line, keeps the
+    control's value and lets the job run with what the controls show."""
+    runner = scripts.scripts_txt2img
+    script = runner.script("Sloth")
+    ours = {id(c) for c in script.controls}  # the UI's own fields (ui() runs again for the API defaults)
+    fields = [(c, k) for c, k in runner.infotext_fields if id(c) in ours or isinstance(k, infotext.PasteKey)]
+    text = "a cat\nSteps: 2, Sloth: v1 upcast_attention=0, Sloth Tile: tile_size=nan global_ratio=0.25"
+    updates = dict(zip([id(c) for c, _ in fields], infotext_utils.apply_paste(text, fields)))
+    controls = dict(zip(script_args.arg_names(), script.controls))
+    assert "value" not in updates[id(controls["tile.tile_size"])]
+    assert updates[id(controls["tile.global_ratio"])] == gr.update(value=0.25)
+    assert updates[id(controls["paste_problems"])] == gr.update(value="")
+    status = next(u for (c, k), u in zip(fields, infotext_utils.apply_paste(text, fields)) if k == infotext.status_paste_key())
+    assert "tile.tile_size='nan'" in status["value"] and "[16, 64]" in status["value"]
 
 
 # ----------------------------------------------------------------------------------- X/Y/Z

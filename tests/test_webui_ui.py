@@ -142,19 +142,23 @@ def test_every_control_has_a_hint_keyed_by_its_elem_id(built):
     blocks, _ = built
     kinds = (gr.Checkbox, gr.Slider, gr.Radio, gr.Dropdown, gr.Textbox, gr.Button)
     ids = {c.elem_id[len(PREFIX):].removesuffix("-checkbox") for c in blocks.blocks.values()
-           if isinstance(c, kinds) and (c.elem_id or "").startswith(PREFIX)}
+           if isinstance(c, kinds) and (c.elem_id or "").startswith(PREFIX)} - {"paste_problems"}  # never shown
     assert ids == set(hints.hint_map())  # every control has one, and no hint is stale
     assert all(hint.strip() for hint in hints.hint_map().values())
 
 
-def test_choosing_a_builtin_preset_updates_every_control(built):
+def test_choosing_a_builtin_preset_updates_every_control_and_the_header_toggle(built):
+    """Issue 10 item 13: a preset that does something ticks the InputAccordion's header toggle
+    (A1111 1.10.1 modules/ui_components.py InputAccordion: its checkbox is the accordion's value),
+    "off" unticks it; the dropdown's outputs are every setting, the toggle, then the status."""
     blocks, b = built
     leaf = [b.components[s.path] for s in SPECS]
     before = {c: c.value for c in leaf}
     for name in PRESETS:
         updates = handler(blocks, b.components["preset"], "input")(name)
-        assert len(updates) == len(leaf) + 1 and all("value" in u for u in updates[:-1])
+        assert len(updates) == len(leaf) + 2 and all("value" in u for u in updates[:-1])
         assert ui_settings(b, values_after(updates, leaf, before)) == preset(name)
+        assert updates[len(leaf)] == gr.update(value=name != "off")
 
 
 def test_save_overwrite_choose_and_delete_a_user_preset(built, presets_path):
@@ -196,6 +200,27 @@ def test_a_corrupt_presets_file_is_shown_and_ignored(presets_path):
     assert choice_values(b.components["preset"]) == list(PRESETS)
 
 
+@pytest.mark.parametrize("content", [
+    '{"version": 1, "presets": {"bad": {"tile": {"tile_size": NaN}}, "ok": {"sag": {"enabled": true}}}}',
+    '{"version": 1, "presets": {"bad": {"sag": {"scale": 1e999}}, "ok": {"sag": {"enabled": true}}}}',
+    '{"version": 1, "presets": {"bad": {"sag": {"scale": ' + "9" * 400 + '}}, "ok": {"sag": {"enabled": true}}}}',
+    '{"version": 1, "presets": {"' + "n" * 5000 + '": {}, "ok": {"sag": {"enabled": true}}}}',
+    "[" * 50000 + "]" * 50000,
+])
+def test_a_hostile_presets_file_never_takes_the_accordion_away(presets_path, content):
+    """Issue 10 item 7: A1111 1.10.1 modules/scripts.py create_script_ui_inner calls ui() with no
+    guard of its own at start-up; an exception there drops the whole accordion. Python's json
+    reads NaN / 1e999 / huge ints, so the file's values go through the one value parser."""
+    with open(presets_path, "w", encoding="utf-8") as f:
+        f.write(content)
+    _, b = build(presets_path, accordion_cls=InputAccordion)
+    assert len(b.controls) == len(script_args.arg_names())
+    status = b.extras["status"].value
+    assert "Sloth:" in status and len(status) < 600
+    if content.startswith("{"):
+        assert choice_values(b.components["preset"]) == [*PRESETS, "ok"]
+
+
 def test_building_writes_no_file(presets_path):
     build(presets_path)
     assert not os.path.exists(presets_path)
@@ -218,9 +243,11 @@ def test_switching_a_rewrite_on_switches_its_rivals_off(built):
 
 def test_paste_fields_are_labels_that_paste_every_control(built):
     _, b = built
-    assert len(b.infotext_fields) == 1 + len(SPECS)
-    assert b.paste_field_names == [str(key) for _, key in b.infotext_fields]
-    assert all(callable(key) and isinstance(key, str) for _, key in b.infotext_fields)
+    # enabled + every setting, then the hidden problems box, the status line and the preset dropdown
+    assert len(b.infotext_fields) == 1 + len(SPECS) + 3
+    assert b.paste_field_names == [str(key) for _, key in b.infotext_fields[:1 + len(SPECS)]]
+    assert all(callable(key) for _, key in b.infotext_fields)
+    assert all(isinstance(key, str) for _, key in b.infotext_fields[:-1])
 
 
 def paste(b, text):
@@ -244,4 +271,5 @@ def test_pasting_an_info_text_without_our_keys_switches_sloth_off(built):
     _, b = built
     values, updates = paste(b, "a photo\nSteps: 20, Sampler: Euler, Seed: 1")
     assert updates[0] == gr.update(value=False)
-    assert all("value" not in u for u in updates[1:])  # everything else is left as it was
+    assert all("value" not in u for u in updates[1:1 + len(SPECS)])  # every setting is left as it was
+    assert updates[-1] == gr.update(value=None)  # the dropdown no longer claims a preset

@@ -2,9 +2,12 @@
 
 Positional args are the values of ``ui()``'s controls, in this order (only ever append)::
 
-    [enabled, preset, *every iter_fields() path in order]
+    [enabled, preset, *every iter_fields() path in order, paste_problems]
 
 ``preset`` is only a label there: the controls already hold the preset's values.
+``paste_problems`` is a hidden text box: the API's ``infotext`` field fills it with what was
+wrong in the pasted info text (see `lib_sloth.infotext.PasteKey`), so such a request fails
+with a `SettingsError` instead of silently using defaults; a UI paste leaves it empty.
 
 The API may instead pass one dict as ``args[0]``: ``{"enabled": true, "preset": "speed",
 "sag.scale": 1.0, "slothful": {"input": {"k_blend": 0.3}}}`` -- dotted paths or nested dicts.
@@ -19,12 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from .. import methods
+from .. import methods, values
 from ..fields import SettingsError
 from ..presets import PRESETS, preset
 from ..settings import SlothSettings, flatten, iter_fields, settings_from_dict, to_flat
 
 HEAD = ("enabled", "preset")
+TAIL = ("paste_problems",)
 
 ATTR_PREFIX = "sloth__"
 ATTR_ENABLED = ATTR_PREFIX + "enabled"  # X/Y/Z "[Sloth] Enabled": the cell's on/off
@@ -36,7 +40,7 @@ UserPresets = Callable[[], Mapping[str, SlothSettings]]
 
 def arg_names() -> list[str]:
     """The name of every positional arg, in order."""
-    return [*HEAD, *(spec.path for spec in iter_fields())]
+    return [*HEAD, *(spec.path for spec in iter_fields()), *TAIL]
 
 
 def attr_for(path: str) -> str:
@@ -52,7 +56,7 @@ def ui_value(spec, value):
 def to_args(settings: SlothSettings, enabled: bool = True, preset_name: str | None = None) -> list:
     """The positional args that mean `settings`."""
     flat = to_flat(settings)
-    return [enabled, preset_name, *(ui_value(spec, flat[spec.path]) for spec in iter_fields())]
+    return [enabled, preset_name, *(ui_value(spec, flat[spec.path]) for spec in iter_fields()), ""]
 
 
 def default_args() -> list:
@@ -74,7 +78,7 @@ def resolve(args: Sequence[Any], p=None, user_presets: UserPresets = dict) -> Re
     Raises SettingsError (naming the field and its allowed values) when anything is wrong; an
     extension that is off is never validated, so stray UI values cannot spam errors.
     """
-    enabled, preset_name, values, from_dict = _parse_args(args)
+    enabled, preset_name, given, from_dict, problems = _parse_args(args)
     x_enabled = getattr(p, ATTR_ENABLED, None)
     if x_enabled is not None:
         enabled = _flag("enabled", x_enabled)
@@ -82,17 +86,19 @@ def resolve(args: Sequence[Any], p=None, user_presets: UserPresets = dict) -> Re
         enabled = True
     if not enabled:
         return Request(False, None, preset_name)
+    if problems:
+        raise SettingsError("", f"in the info text: {problems}")
 
     x_values = {spec.path: getattr(p, attr_for(spec.path)) for spec in iter_fields() if hasattr(p, attr_for(spec.path))}
     x_preset = getattr(p, ATTR_PRESET, None)
     base = SlothSettings()
     if x_preset is not None:
-        preset_name, values = x_preset, {}
+        preset_name, given = x_preset, {}
         base = find_preset(x_preset, user_presets)
     elif from_dict and preset_name is not None:
         base = find_preset(preset_name, user_presets)
 
-    flat = to_flat(settings_from_dict(values, base=base)) if values else to_flat(base)
+    flat = to_flat(settings_from_dict(given, base=base)) if given else to_flat(base)
     flat.update(x_values)
     for path, value in x_values.items():  # an axis that turns a method on turns its rivals off
         if path in method_enable_paths() and _flag(path, value):
@@ -101,12 +107,18 @@ def resolve(args: Sequence[Any], p=None, user_presets: UserPresets = dict) -> Re
 
 
 def find_preset(name: str, user_presets: UserPresets = dict) -> SlothSettings:
+    if not isinstance(name, str):
+        raise values.refuse("preset", name, "expected a preset name")
     if name in PRESETS:
         return preset(name)
     users = user_presets()
     if name in users:
         return users[name]
-    raise SettingsError("preset", f"={name!r} is not a preset; choose one of {[*PRESETS, *users]}")
+    raise unknown_preset(name, [*PRESETS, *users])
+
+
+def unknown_preset(name: str, known: list[str]) -> SettingsError:
+    return SettingsError("preset", f"={values.shorten(name)} is not a preset; choose one of {known}")
 
 
 def method_enable_paths() -> list[str]:
@@ -118,30 +130,26 @@ def conflicting_enables(path: str) -> list[str]:
     return [f"{name}.enabled" for name in methods.rivals(path.split(".")[0])]
 
 
-def _parse_args(args: Sequence[Any]) -> tuple[bool, str | None, dict[str, Any], bool]:
-    """(enabled, preset, path -> value, came as a dict)."""
+def _parse_args(args: Sequence[Any]) -> tuple[bool, str | None, dict[str, Any], bool, str]:
+    """(enabled, preset, path -> value, came as a dict, problems of a pasted info text)."""
     args = list(args or ())
     if args and isinstance(args[0], Mapping):
         flat = flatten(args[0])
         enabled = _flag("enabled", flat.pop("enabled", True))
         preset_name = flat.pop("preset", None)
         if preset_name is not None and not isinstance(preset_name, str):
-            raise SettingsError("preset", f"={preset_name!r} is not allowed: expected a preset name")
-        return enabled, preset_name, flat, True
+            raise values.refuse("preset", preset_name, "expected a preset name")
+        return enabled, preset_name, flat, True, ""
     if not args:
-        return False, None, {}, False
+        return False, None, {}, False, ""
     enabled = _flag("enabled", args[0])
     preset_name = args[1] if len(args) > 1 and isinstance(args[1], str) and args[1] else None
     paths = [spec.path for spec in iter_fields()]
-    values = {path: value for path, value in zip(paths, args[len(HEAD):]) if value is not None}
-    return enabled, preset_name, values, False
+    given = {path: value for path, value in zip(paths, args[len(HEAD):]) if value is not None}
+    tail = dict(zip(TAIL, args[len(HEAD) + len(paths):]))
+    problems = tail.get("paste_problems")
+    return enabled, preset_name, given, False, problems if isinstance(problems, str) else ""
 
 
 def _flag(name: str, value) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    raise SettingsError(name, f"={value!r} is not allowed: expected true or false")
+    return values.parse_bool(name, value)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import traceback
 
-from .. import infotext, user_presets
+from .. import infotext, user_presets, values
 from ..fields import SettingsError
 from . import args as script_args
 
@@ -32,9 +32,14 @@ def prepare_job(p, args, presets_path: str) -> script_args.Request | None:
     except SettingsError as err:
         report_error(p, err)
         return None
+    except Exception as err:  # a bug of ours must still say plainly that Sloth did not run
+        traceback.print_exc()
+        report_error(p, f"Sloth could not read its settings ({type(err).__name__}: {values.shorten(str(err), 80)})")
+        return None
     if request.enabled:
         p.sloth_settings = request.settings
-        write_params(p, infotext.to_params(request.settings))
+        if request.settings.active:  # "off" or no method ticked: the image is plain, and so is its info text
+            write_params(p, infotext.to_params(request.settings))
     return request
 
 

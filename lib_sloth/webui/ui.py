@@ -45,7 +45,7 @@ def build(*, elem_id: Callable[[str], str], presets_path: str, backend_note: str
     """Create the accordion inside the current gr.Blocks and return its controls."""
     accordion_cls = input_accordion_class() if accordion_cls is AUTO else accordion_cls
     specs = list(iter_fields())
-    users, presets_message = user_presets.load(presets_path)
+    users, presets_message = _load_user_presets(presets_path)
     components: dict[str, Any] = {}
     extras: dict[str, Any] = {}
     preset_values = [to_flat(preset(name)) for name in PRESETS]  # slider steps must reach them
@@ -72,6 +72,8 @@ def build(*, elem_id: Callable[[str], str], presets_path: str, backend_note: str
             with gr.Accordion(section_title(block), open=False):
                 _controls(components, [s for s in specs if s.path.startswith(block + ".")], elem_id, preset_values)
         _controls(components, [s for s in specs if "." not in s.path], elem_id, preset_values)
+        # filled only by the API's infotext field: what was wrong in it (see args.TAIL)
+        components["paste_problems"] = gr.Textbox("", visible=False, elem_id=elem_id("paste_problems"))
 
     leaf_controls = [components[s.path] for s in specs]
     _wire_presets(components, extras, leaf_controls, specs, presets_path)
@@ -80,7 +82,10 @@ def build(*, elem_id: Callable[[str], str], presets_path: str, backend_note: str
     keys = infotext.paste_keys()
     return BuiltUI(
         controls=[components[name] for name in script_args.arg_names()],
-        infotext_fields=[(components[name], keys[name]) for name in keys],
+        infotext_fields=[*((components[name], keys[name]) for name in keys),
+                         (components["paste_problems"], infotext.problems_paste_key()),
+                         (extras["status"], infotext.status_paste_key()),
+                         (components["preset"], _clear_preset)],
         paste_field_names=[str(k) for k in keys.values()],
         components=components,
         extras=extras,
@@ -134,6 +139,19 @@ def _on_grid(offset: float, step: float) -> bool:
     return abs(n - round(n)) < 1e-6
 
 
+def _load_user_presets(presets_path):
+    """user_presets.load, but never an exception: a hostile file must not take the accordion away."""
+    try:
+        return user_presets.load(presets_path)
+    except Exception as err:  # load reports every known problem itself; this is the last line
+        return {}, f"Sloth: could not read user presets from {presets_path} ({type(err).__name__}); they are ignored."
+
+
+def _clear_preset(params):
+    """Paste target of the preset dropdown: after a paste the controls no longer show a preset."""
+    return gr.update(value=None)
+
+
 def _preset_names(users) -> list[str]:
     return [*PRESETS, *(name for name in users if name not in PRESETS)]
 
@@ -142,22 +160,24 @@ def _wire_presets(components, extras, leaf_controls, specs, presets_path) -> Non
     dropdown, status = components["preset"], extras["status"]
 
     def choose(name):
-        users, message = user_presets.load(presets_path)
+        users, message = _load_user_presets(presets_path)
         try:
             settings = script_args.find_preset(name, lambda: users) if name else None
         except SettingsError as err:
             settings, message = None, f"Sloth: {err}"
         if settings is None:
-            return [gr.update() for _ in leaf_controls] + [gr.update(value=message)]
+            return [gr.update() for _ in leaf_controls] + [gr.update(), gr.update(value=message)]
         flat = to_flat(settings)
-        return [gr.update(value=script_args.ui_value(s, flat[s.path])) for s in specs] + [gr.update(value=message)]
+        # a preset that does something switches Sloth on; "off" switches it off
+        return ([gr.update(value=script_args.ui_value(s, flat[s.path])) for s in specs]
+                + [gr.update(value=settings.active), gr.update(value=message)])
 
     def save(name, *values):
         try:
             settings = settings_from_dict({s.path: v for s, v in zip(specs, values)})
         except SettingsError as err:
             return gr.update(), gr.update(value=f"Sloth: not saved: {err}")
-        users, message = user_presets.save(presets_path, name or "", settings)
+        users, message = user_presets.save(presets_path, name if isinstance(name, str) else "", settings)
         saved = isinstance(name, str) and name.strip() in users
         return (gr.update(choices=_preset_names(users), value=name.strip() if saved else None),
                 gr.update(value=message))
@@ -168,7 +188,8 @@ def _wire_presets(components, extras, leaf_controls, specs, presets_path) -> Non
         return gr.update(choices=_preset_names(users), value=None), gr.update(value=message)
 
     # .input fires only for the user's own choice, never when a paste sets the dropdown
-    dropdown.input(fn=choose, inputs=[dropdown], outputs=[*leaf_controls, status], show_progress=False)
+    dropdown.input(fn=choose, inputs=[dropdown], outputs=[*leaf_controls, components["enabled"], status],
+                   show_progress=False)
     extras["preset_save"].click(fn=save, inputs=[extras["preset_name"], *leaf_controls], outputs=[dropdown, status],
                                 show_progress=False)
     extras["preset_delete"].click(fn=delete, inputs=[extras["preset_name"], dropdown], outputs=[dropdown, status],
