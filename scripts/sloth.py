@@ -84,6 +84,9 @@ def _presets_path():
 
 # Module scope, like the WebUI expects: load_scripts clears callbacks before re-running this file,
 # and register() skips axes that are already present, so a reload never adds them twice.
+# X/Y/Z axes now (API-only starts build the xyz UI before any before_ui callback runs) and
+# again at before_ui (a fork that loads xyz_grid after us); see lib_sloth/webui/xyz.py.
+xyz.register_if_loaded(_presets_path)
 script_callbacks.on_before_ui(xyz.before_ui_callback(_presets_path))
 script_callbacks.on_infotext_pasted(_migrate_pasted)
 

@@ -100,10 +100,24 @@ def resolve(args: Sequence[Any], p=None, user_presets: UserPresets = dict) -> Re
 
     flat = to_flat(settings_from_dict(given, base=base)) if given else to_flat(base)
     flat.update(x_values)
-    for path, value in x_values.items():  # an axis that turns a method on turns its rivals off
-        if path in method_enable_paths() and _flag(path, value):
+    for path in implied_enables(x_values):  # sweeping a method's setting means using that method
+        flat[path] = True
+    for path, value in {**x_values, **dict.fromkeys(implied_enables(x_values), True)}.items():
+        if path in method_enable_paths() and _flag(path, value):  # a method turned on turns its rivals off
             flat.update({other: False for other in conflicting_enables(path) if other not in x_values})
     return Request(True, settings_from_dict(flat), preset_name)
+
+
+def implied_enables(x_values: Mapping[str, Any]) -> list[str]:
+    """The enables of the methods whose settings an X/Y/Z cell sets, unless the cell sets that
+    enable itself (then the enable axis decides, e.g. a grid of on/off x strength)."""
+    out = []
+    for path in x_values:
+        method, dot, _ = path.partition(".")
+        enable = f"{method}.enabled"
+        if dot and enable in method_enable_paths() and enable not in x_values and enable not in out:
+            out.append(enable)
+    return out
 
 
 def find_preset(name: str, user_presets: UserPresets = dict) -> SlothSettings:

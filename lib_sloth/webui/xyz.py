@@ -2,15 +2,24 @@
 
 An axis value reaches the Script as an attribute on the cell's own copy of ``p`` (names in
 `lib_sloth.webui.args`), never through ``p.script_args``; every axis except "Enabled" also turns
-Sloth on for its cells. Axes are added from an ``on_before_ui`` callback (the xyz script copies
-its axis list when its UI is built), and only once per xyz module even if called again.
+Sloth on for its cells, and an axis on a method's setting also turns that method on (unless its
+own enable axis is swept too). Every axis refuses bad values in its confirm step, before the grid
+runs: switches take the spellings of `lib_sloth.values`.
+
+When: the xyz script copies its axis list in its ``ui()`` (A1111 1.10.1 scripts/xyz_grid.py
+``Script.ui``). With the full UI, webui.py runs ``before_ui`` callbacks before building the UI;
+started with ``--nowebui``, ``create_api`` builds the UI first (modules/api/api.py
+``Api.__init__`` calls ``ui.create_ui()``) and ``before_ui`` runs after. So the Script file
+registers the axes as soon as it is imported (xyz_grid.py, a WebUI base script, is loaded before
+extensions' scripts), and again from ``before_ui`` for forks that load it later; adding is
+idempotent per xyz module.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
-from .. import user_presets
+from .. import user_presets, values
 from ..fields import SettingsError
 from ..presets import PRESETS
 from ..settings import iter_fields, settings_from_dict
@@ -45,7 +54,7 @@ def find_xyz_module(scripts_data):
 
 
 def axes(presets_path: PresetsPath) -> list[Axis]:
-    out = [Axis(ENABLED_LABEL, str, _apply_enabled, choices=lambda: list(BOOL_CHOICES)),
+    out = [Axis(ENABLED_LABEL, str, _apply_enabled, confirm=_confirm_switch(ENABLED_LABEL), choices=lambda: list(BOOL_CHOICES)),
            Axis(PRESET_LABEL, str, _apply_preset, confirm=_confirm_preset(presets_path),
                 choices=lambda: _preset_names(presets_path))]
     for spec in iter_fields():
@@ -75,6 +84,16 @@ def register(xyz_module, presets_path: PresetsPath) -> int:
     return added
 
 
+def register_if_loaded(presets_path: PresetsPath) -> bool:
+    """Add the axes now if the xyz script is already loaded (from the Script file's import)."""
+    from modules import scripts  # WebUI import, only when the WebUI runs us
+
+    module = find_xyz_module(scripts.scripts_data)
+    if module is not None:
+        register(module, presets_path)
+    return module is not None
+
+
 def before_ui_callback(presets_path: PresetsPath) -> Callable[[], None]:
     """The ``on_before_ui`` callback that finds the xyz script and adds the axes."""
 
@@ -92,7 +111,20 @@ def before_ui_callback(presets_path: PresetsPath) -> Callable[[], None]:
 
 # ---------------------------------------------------------------------------------------------
 def _apply_enabled(p, x, xs):
-    setattr(p, script_args.ATTR_ENABLED, str(x).strip().lower() == "true")
+    setattr(p, script_args.ATTR_ENABLED, values.parse_bool("enabled", x))
+
+
+def _confirm_switch(label: str):
+    """Refuse a switch value that is not true/false (a typo must not silently mean False)."""
+
+    def confirm(p, xs):
+        for x in xs:
+            try:
+                values.parse_bool("enabled", x)
+            except SettingsError as err:
+                raise RuntimeError(f"{label}: {err}") from None
+
+    return confirm
 
 
 def _apply_preset(p, x, xs):

@@ -15,7 +15,9 @@ and use::
 txt2img tab (sections: sampler, accordions, seed, then ``setup_ui`` for the
 "scripts" section: section-less always-on scripts, the script dropdown, selectable
 scripts), img2img tab, ``add_paste_fields`` per tab, ``ui_settings_callback``, and --
-with ``api=True`` -- ``Api.init_default_script_args`` for both runners.
+with ``api=True`` -- ``Api()`` (its ``__init__`` runs ``init_default_script_args`` for both
+runners). ``start_api_only`` mirrors ``webui.api_only`` (``--nowebui``) instead: ``Api()`` first,
+which builds the UI because the runners are still empty, then ``before_ui_callback``.
 """
 import os
 import sys
@@ -28,15 +30,15 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
 import k_diffusion.sampling  # noqa: E402
-from modules import errors, extensions, infotext_utils, patches, processing, script_callbacks, scripts, shared  # noqa: E402
+from modules import errors, extensions, infotext_utils, patches, processing, script_callbacks, scripts, shared, ui  # noqa: E402
 from modules.api import api as api_module  # noqa: E402
 
-SECTION_ORDER = ["prompt", "image", "inpaint", "sampler", "accordions", "checkboxes", "dimensions", "cfg", "denoising", "seed", "batch", "override_settings"]
+SECTION_ORDER = ui.SECTION_ORDER
 
 api = None
 """The ``Api`` instance created by ``start_ui(api=True)``."""
 
-tab_components = {}
+tab_components = ui.tab_components
 """``{"txt2img": {...}, "img2img": {...}}``: the base components built per tab."""
 
 
@@ -90,58 +92,26 @@ def register_xyz_grid(module_name="scripts.xyz_grid"):
     return module
 
 
-def _build_tab(runner, is_img2img):
-    tabname = "img2img" if is_img2img else "txt2img"
-    runner.initialize_scripts(is_img2img=is_img2img)
-    runner.prepare_ui()
-    comps = {}
-    with gr.Blocks():
-        comps["prompt"] = gr.Textbox(label="Prompt", elem_id=f"{tabname}_prompt")
-        comps["negative_prompt"] = gr.Textbox(label="Negative prompt", elem_id=f"{tabname}_neg_prompt")
-        custom = []
-        for script in scripts.scripts_txt2img.scripts + scripts.scripts_img2img.scripts:
-            if isinstance(script.section, str) and script.section not in SECTION_ORDER and script.section not in custom:
-                custom.append(script.section)
-        for section in SECTION_ORDER + custom + ["scripts"]:
-            if section == "scripts":
-                runner.setup_ui()
-            if section == "dimensions":
-                comps["width"] = gr.Slider(minimum=64, maximum=2048, step=8, label="Width", value=512, elem_id=f"{tabname}_width")
-                comps["height"] = gr.Slider(minimum=64, maximum=2048, step=8, label="Height", value=512, elem_id=f"{tabname}_height")
-            elif section == "cfg":
-                comps["cfg_scale"] = gr.Slider(minimum=1.0, maximum=30.0, step=0.5, label='CFG Scale', value=7.0, elem_id=f"{tabname}_cfg_scale")
-            elif section == "batch":
-                comps["batch_size"] = gr.Slider(minimum=1, maximum=8, step=1, label='Batch size', value=1, elem_id=f"{tabname}_batch_size")
-            runner.setup_ui_for_section(section)
-
-    fields = [
-        infotext_utils.PasteField(comps["prompt"], "Prompt", api="prompt"),
-        infotext_utils.PasteField(comps["negative_prompt"], "Negative prompt", api="negative_prompt"),
-        infotext_utils.PasteField(comps["cfg_scale"], "CFG scale", api="cfg_scale"),
-        infotext_utils.PasteField(comps["width"], "Size-1", api="width"),
-        infotext_utils.PasteField(comps["height"], "Size-2", api="height"),
-        infotext_utils.PasteField(comps["batch_size"], "Batch size", api="batch_size"),
-        *runner.infotext_fields,
-    ]
-    infotext_utils.add_paste_fields(tabname, None, fields, None)
-    tab_components[tabname] = comps
-    return fields
-
-
 def start_ui(*, api_enabled=True):
-    """Run the UI start-up sequence for the script machinery (no server)."""
+    """Start like ``webui.py`` with the full UI: ``before_ui_callback``, ``ui.create_ui()`` (both
+    tabs), ``ui_settings_callback``, then -- with ``api=True`` (``--api``) -- ``Api()``, whose
+    ``__init__`` reads the default script args of both runners."""
     global api
     script_callbacks.before_ui_callback()
-    scripts.scripts_current = scripts.scripts_txt2img
-    _build_tab(scripts.scripts_txt2img, False)
-    scripts.scripts_current = scripts.scripts_img2img
-    _build_tab(scripts.scripts_img2img, True)
-    scripts.scripts_current = None
+    ui.create_ui()
     script_callbacks.ui_settings_callback()
     if api_enabled:
         api = api_module.Api()
-        api.default_script_arg_txt2img = api.init_default_script_args(scripts.scripts_txt2img)
-        api.default_script_arg_img2img = api.init_default_script_args(scripts.scripts_img2img)
+
+
+def start_api_only():
+    """Start like ``webui.api_only`` (``--nowebui``): ``create_api`` -> ``Api()``, which builds the
+    UI itself because the runners have no scripts yet, and only then ``before_ui_callback`` and
+    ``app_started_callback(None, app)``."""
+    global api
+    api = api_module.Api()
+    script_callbacks.before_ui_callback()
+    script_callbacks.app_started_callback(None, None)
 
 
 def ui_script_args(runner, overrides=None):

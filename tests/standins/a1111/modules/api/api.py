@@ -3,6 +3,8 @@
 
 * ``script_name_to_index(name, scripts)``: case-insensitive match against
   ``script.title()``, HTTP 422 when missing;
+* ``Api()``: as v1.10.1's ``__init__``, builds the UI (``modules.ui.create_ui``) when the
+  runners have no scripts yet (``--nowebui``), then reads both runners' defaults;
 * ``Api.init_default_script_args(runner)``: ``[None] * max(args_to)`` with slot 0 = 0,
   then, inside ``gr.Blocks()``, ``script.ui(script.is_img2img)`` is called once to test
   truthiness and **again** to read every component's ``.value`` into
@@ -28,7 +30,7 @@ from types import SimpleNamespace
 import gradio as gr
 from fastapi.exceptions import HTTPException
 
-from modules import infotext_utils, scripts
+from modules import infotext_utils, scripts, ui
 
 
 def script_name_to_index(name, scripts_list):
@@ -61,8 +63,20 @@ class SimpleRequest(SimpleNamespace):
 
 class Api:
     def __init__(self):
+        # v1.10.1 Api.__init__ (after the routes): build the UI if no tab has been built yet --
+        # which is the case with --nowebui, where webui.api_only runs before_ui_callback() only
+        # after create_api -- then read both runners' default script args.
         self.default_script_arg_txt2img = []
         self.default_script_arg_img2img = []
+        txt2img_runner, img2img_runner = scripts.scripts_txt2img, scripts.scripts_img2img
+        if not txt2img_runner.scripts or not img2img_runner.scripts:
+            ui.create_ui()
+        if not txt2img_runner.scripts:
+            txt2img_runner.initialize_scripts(False)
+        self.default_script_arg_txt2img = self.init_default_script_args(txt2img_runner)
+        if not img2img_runner.scripts:
+            img2img_runner.initialize_scripts(True)
+        self.default_script_arg_img2img = self.init_default_script_args(img2img_runner)
 
     def get_selectable_script(self, script_name, script_runner):
         if script_name is None or script_name == "":
