@@ -41,7 +41,7 @@ class Method:
     name: str  # its settings block and the prefix of its paths: "slothful" -> "slothful.input.k_blend"
     settings: type  # its settings block class (see the module docstring)
     title: str  # UI section title and the words of "Enable <title>"
-    short: str  # X/Y/Z label prefix: "[Sloth] <short> enabled"
+    short: str  # first word(s) of its control labels and X/Y/Z axes: "<short> peak time", "[Sloth] <short> enabled"
     infotext_key: str  # its info-text key; part of the info-text format: never rename (migrate instead)
     plan: Optional[Planner] = None  # None for a method that is not a per-layer rewrite (SAG guides the CFG)
     conflicts: tuple[Conflict, ...] = ()  # checked both ways: declaring it on one side is enough
@@ -75,7 +75,7 @@ BUILTIN: tuple[Method, ...] = (  # the settings table's order: the UI's position
            conflicts=(Conflict(("nearsighted",), _REWRITE),),
            # Tiles with a wide global view sharpen small structures while keeping the layout.
            presets={"detail": {"tile": {"enabled": True, "tile_size": 32, "global_ratio": 0.5}}}),
-    Method("nearsighted", NearSightedSettings, "Near-sighted Attention", "NSA", "Sloth NSA", plan_nearsighted,
+    Method("nearsighted", NearSightedSettings, "Near-sighted Attention", "Near-sighted", "Sloth NSA", plan_nearsighted,
            # Near-sighted Attention at its defaults is the fastest of the three rewrites.
            presets={"speed": {"nearsighted": {"enabled": True}}}),
     # AgentSD plans first: it takes the layers it merges at this step, Slothful (if on) the rest.

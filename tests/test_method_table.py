@@ -102,7 +102,7 @@ def test_the_accordion_has_its_section_controls_and_hints(vscale, tmp_path):
     sections = [b for b in blocks.blocks.values() if isinstance(b, gr.Accordion)]
     assert "V Scale" in [s.label for s in sections]
     scale = built.components["vscale.scale"]
-    assert (scale.label, scale.minimum, scale.maximum, scale.value) == ("Scale", 0.0, 2.0, 1.0)
+    assert (scale.label, scale.minimum, scale.maximum, scale.value) == ("VScale scale", 0.0, 2.0, 1.0)
     assert built.components["vscale.enabled"].label == "Enable V Scale"
     assert built.controls[-3:-1] == [built.components["vscale.scale"], built.components["upcast_attention"]]  # then args.TAIL
     assert hints.hint_map()["vscale__scale"] == "Multiplier of V; 1 = unchanged"

@@ -354,11 +354,11 @@ def test_axes_are_registered_once_per_setting_plus_enabled_and_preset(webui):
     assert len(axes) == len(SPECS) + 2 and len({a.label for a in axes}) == len(axes)
     assert axes[0].label == "[Sloth] Enabled" and axes[1].label == "[Sloth] Preset"
     assert xyz_module.axis_by_label("[Sloth] Slothful input K blend").type is float
-    assert xyz_module.axis_by_label("[Sloth] Tile tile size").type is int
+    assert xyz_module.axis_by_label("[Sloth] Tile size").type is int
     assert xyz_module.axis_by_label("[Sloth] AgentSD max downsample").choices() == ["1", "2", "4", "8"]
     assert xyz_module.axis_by_label("[Sloth] SAG enabled").choices() == ["True", "False"]
     labels = [a.label for a in scripts.scripts_txt2img.script("X/Y/Z plot").current_axis_options]
-    assert "[Sloth] NSA peak time" in labels  # registered before the xyz UI copied the list
+    assert "[Sloth] Near-sighted peak time" in labels  # registered before the xyz UI copied the list
 
 
 def test_axes_are_found_under_both_module_names_and_never_duplicated(webui):
@@ -402,7 +402,7 @@ def test_preset_and_enabled_axes(webui):
     xyz_module = standin.xyz_grid_module()
     p = txt2img(sloth_args(SLOTHFUL))
     xyz_module.run_cell(p, [(xyz_module.axis_by_label("[Sloth] Preset"), "speed"),
-                            (xyz_module.axis_by_label("[Sloth] NSA peak time"), 0.9)])
+                            (xyz_module.axis_by_label("[Sloth] Near-sighted peak time"), 0.9)])
     assert recorder.calls[0]["settings"] == settings_from_dict({"nearsighted.peak_time": 0.9}, base=preset("speed"))
     xyz_module.run_cell(p, [(xyz_module.axis_by_label("[Sloth] Enabled"), "False"),
                             (xyz_module.axis_by_label("[Sloth] SAG scale"), 1.0)])
@@ -459,3 +459,38 @@ def test_an_unsupported_backend_says_so_in_the_ui_and_the_info_text(webui):
     assert len(notes) == 1 and "not supported on this Forge version" in notes[0]
     processed = standin.run(txt2img(sloth_args(SLOTHFUL)))
     assert "not supported on this Forge version" in params_of(processed)[infotext.NOTES_KEY]
+
+
+# ----------------------------------------------------------------------------------- labels
+
+def test_every_control_has_its_own_ui_config_key_in_each_tab(webui):
+    """Issue 10 item 12, seen in the real A1111 1.10.1: 45 distinct Sloth keys for 59 controls.
+    modules/ui_loadsave.py add_block keys a component by f"{tab}/{label}", add_component prefixes
+    customscript/<file>/ for the controls ui() returned, and component_mapping keeps only the
+    first component of a key (the stand-in's ui_loadsave mirrors this), so a repeated label
+    saves one control's default and applies it to the other too."""
+    from modules import ui
+
+    for tab, runner in (("txt2img", scripts.scripts_txt2img), ("img2img", scripts.scripts_img2img)):
+        controls = [c for c in runner.script("Sloth").controls if c.label]
+        keys = {k: c for k, c in ui.loadsave.component_mapping.items() if k.startswith(f"customscript/sloth.py/{tab}/")}
+        assert len(controls) == len(script_args.arg_names()) - 1  # every control but the hidden problems box
+        assert len(keys) == len(controls) and {id(c) for c in keys.values()} == {id(c) for c in controls}
+        ours = [k for k in ui.loadsave.ui_settings if f"/{tab}/" in k and "Preset name" in k]
+        assert ours == []  # the accordion's own buttons and name box save nothing (and collide with nothing)
+
+
+def test_labels_and_axis_names_read_well():
+    """No repeated word ("Tile tile size"), no unexplained abbreviation ("NSA"); the control and
+    its X/Y/Z axis use the same words."""
+    from lib_sloth.webui import labels
+
+    for spec in SPECS:
+        text = labels.label(spec.path)
+        words = text.lower().split()
+        assert all(a != b for a, b in zip(words, words[1:])), text
+        assert "NSA" not in text and "NSA" not in labels.xyz_label(spec.path)
+        if not spec.path.endswith(".enabled"):
+            assert labels.xyz_label(spec.path) == f"{labels.XYZ_PREFIX} {text}"
+    every = [labels.label(s.path) for s in SPECS] + [labels.xyz_label(s.path) for s in SPECS]
+    assert len(set(every)) == len(every)

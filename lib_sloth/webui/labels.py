@@ -3,6 +3,12 @@
 Derived from the settings table's paths and the method table (section titles, short names,
 section order), so a new setting or method gets its labels without an edit here; `WORDS` only
 renames the few field names that read badly on their own.
+
+A control's label is its X/Y/Z axis name without "[Sloth] ": the method's short name, then the
+setting's words ("Slothful peak time", "Near-sighted input K blend", "Tile size"). The WebUI
+keys a control's saved default by its label (ui-config.json
+``customscript/sloth.py/<tab>/<label>/value``), so labels must differ across sections, not only
+within one; the short name makes them differ, and the same words name the axis that sweeps it.
 """
 from __future__ import annotations
 
@@ -45,26 +51,32 @@ def _words(name: str) -> str:
 
 
 def label(path: str) -> str:
-    """The control's label inside its section ("slothful.input.k_blend" -> "Input K blend")."""
+    """The control's label: unique within the tab ("slothful.input.k_blend" -> "Slothful input K blend")."""
     parts = path.split(".")
     if len(parts) == 2 and parts[1] == "enabled":
         return f"Enable {section_title(parts[0])}"
-    if len(parts) > 1:
-        parts = parts[1:]
-    text = " ".join([GROUPS.get(p, _words(p)) for p in parts[:-1]] + [_words(parts[-1])])
-    return text[0].upper() + text[1:]
+    words = " ".join([GROUPS.get(p, _words(p)) for p in parts[1:-1]] + [_words(parts[-1])]) if len(parts) > 1 \
+        else _words(parts[0])
+    if len(parts) == 1:
+        return words[0].upper() + words[1:]
+    return _after(methods.get(parts[0]).short, words)
+
+
+def _after(short: str, words: str) -> str:
+    """`short` then `words`, saying a shared word once ("Tile" + "tile size" -> "Tile size")."""
+    last = short.split()[-1]
+    first, _, rest = words.partition(" ")
+    if first.lower() == last.lower() and rest:
+        return f"{short} {rest}"
+    return f"{short} {words}"
 
 
 def xyz_label(path: str) -> str:
-    """"[Sloth] Slothful input K blend"; settings outside a method read "[Sloth] Upcast attention"."""
+    """"[Sloth] Slothful input K blend"; a method's enable reads "[Sloth] Slothful enabled"."""
     parts = path.split(".")
-    if len(parts) == 1:
-        return f"{XYZ_PREFIX} {label(path)}"
-    head = methods.get(parts[0]).short
-    if parts[1:] == ["enabled"]:
-        return f"{XYZ_PREFIX} {head} enabled"
-    text = label(path)
-    return f"{XYZ_PREFIX} {head} {text[0].lower() + text[1:] if not text[:2].isupper() else text}"
+    if len(parts) == 2 and parts[1] == "enabled":
+        return f"{XYZ_PREFIX} {methods.get(parts[0]).short} enabled"
+    return f"{XYZ_PREFIX} {label(path)}"
 
 
 def item_id(path: str) -> str:

@@ -75,6 +75,9 @@ def build(*, elem_id: Callable[[str], str], presets_path: str, backend_note: str
         # filled only by the API's infotext field: what was wrong in it (see args.TAIL)
         components["paste_problems"] = gr.Textbox("", visible=False, elem_id=elem_id("paste_problems"))
 
+    for extra in extras.values():  # not settings: nothing to save in ui-config.json (nor to collide there)
+        extra.do_not_save_to_config = True
+
     leaf_controls = [components[s.path] for s in specs]
     _wire_presets(components, extras, leaf_controls, specs, presets_path)
     _wire_exclusive_enables(components)

@@ -4,7 +4,8 @@ Kept: the two module attributes ``infotext_utils.add_paste_fields`` writes for o
 (``txt2img_paste_fields``/``img2img_paste_fields``), and ``create_ui()``, which -- as the real
 one -- initializes both tabs' script runners and builds their UIs (txt2img first, then
 img2img): ``initialize_scripts``, ``prepare_ui``, then the sections in the real order with
-``setup_ui`` for the "scripts" section, then ``add_paste_fields`` per tab. The real ``create_ui``
+``setup_ui`` for the "scripts" section, then ``add_paste_fields`` per tab and the tab's blocks
+added to the ui-config.json registry (``loadsave``, see ui_loadsave.py). The real ``create_ui``
 is called by ``webui.py`` after ``script_callbacks.before_ui_callback()`` (full UI), and by
 ``modules/api/api.py`` ``Api.__init__`` when the runners have no scripts yet (``--nowebui``:
 ``webui.api_only`` calls ``before_ui_callback()`` only after ``create_api``). Only the script
@@ -12,12 +13,15 @@ components of each tab (plus prompt/size/cfg/batch paste fields) are built; noth
 """
 import gradio as gr
 
-from modules import infotext_utils, scripts
+from modules import infotext_utils, scripts, ui_loadsave
 
 txt2img_paste_fields = []
 img2img_paste_fields = []
 
 SECTION_ORDER = ["prompt", "image", "inpaint", "sampler", "accordions", "checkboxes", "dimensions", "cfg", "denoising", "seed", "batch", "override_settings"]
+
+loadsave = ui_loadsave.UiLoadsave(None)
+"""The ui-config.json registry of the last ``create_ui`` (each tab added as in the real one)."""
 
 tab_components = {}
 """``{"txt2img": {...}, "img2img": {...}}``: the base components built per tab (stand-in only)."""
@@ -28,7 +32,7 @@ def _build_tab(runner, is_img2img):
     runner.initialize_scripts(is_img2img=is_img2img)
     runner.prepare_ui()
     comps = {}
-    with gr.Blocks():
+    with gr.Blocks() as interface:
         comps["prompt"] = gr.Textbox(label="Prompt", elem_id=f"{tabname}_prompt")
         comps["negative_prompt"] = gr.Textbox(label="Negative prompt", elem_id=f"{tabname}_neg_prompt")
         custom = []
@@ -58,10 +62,13 @@ def _build_tab(runner, is_img2img):
     ]
     infotext_utils.add_paste_fields(tabname, None, fields, None)
     tab_components[tabname] = comps
+    loadsave.add_block(interface, tabname)
     return fields
 
 
 def create_ui():
+    global loadsave
+    loadsave = ui_loadsave.UiLoadsave(None)
     scripts.scripts_current = scripts.scripts_txt2img
     _build_tab(scripts.scripts_txt2img, False)
     scripts.scripts_current = scripts.scripts_img2img
