@@ -15,8 +15,10 @@ Format v1 (one line in the WebUI's "Steps: 20, Sampler: ..." list)::
 * Keys match the WebUI's parser (``\\w[\\w \\-/]+``: word characters, spaces, ``-``, ``/``).
 
 Reading back: no ``Sloth`` key means the extension is off; a method key that is absent means
-that method is off (its other controls are left as they are); unknown tokens and values outside
-the settings table's ranges are skipped, never fatal. Older formats are upgraded first by
+that method is off (its other controls are left as they are); unknown tokens and bad values
+(read by `lib_sloth.values`, like every other entry point) are skipped and listed by `problems`:
+a UI paste shows them in the status line, the API's ``infotext`` field fails the job with them
+(see `PasteKey`). A paste itself never fails. Older formats are upgraded first by
 `migrate`, which the WebUI's info-text-pasted callback and every reader call (the API's
 ``infotext`` field skips that callback).
 """
