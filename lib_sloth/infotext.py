@@ -191,7 +191,9 @@ class PasteKey(str):
     The WebUI calls a callable paste target with the parsed parameters (UI paste and the API's
     ``infotext`` field) and matches string targets against ``paste_field_names`` when sending
     values between tabs; this object is both, so every control takes part in all three.
-    `path` is a setting's dotted path or ``"enabled"`` (the extension's own toggle).
+    `path` is a setting's dotted path, ``"enabled"`` (the extension's own toggle), `PROBLEMS`
+    (the hidden control that carries bad tokens into an API job; empty for a UI paste) or
+    `STATUS` (the status line that shows them after a UI paste).
     """
 
     path: str
