@@ -443,22 +443,26 @@ def specs_present(*names):
 
 def test_detect_picks_the_backend_by_import():
     assert "AUTOMATIC1111" in sloth_backend.detect(specs_present()).name
-    assert "Forge" in sloth_backend.detect(specs_present("ldm_patched", "modules_forge", "backend")).name
+    assert "ldm_patched" in sloth_backend.detect(specs_present("ldm_patched", "modules_forge", "backend")).name
     forge_main = sloth_backend.detect(specs_present("backend", "modules_forge"))
-    assert not forge_main.supported and "not supported on this Forge version" in forge_main.ui_note
-    assert forge_main.attach(None, SLOTHFUL, 0) == [sloth_backend.FORGE_MAIN_UNSUPPORTED]
+    assert type(forge_main).__name__ == "ForgeMainBackend" and forge_main.supported and forge_main.ui_note == ""
     assert "AUTOMATIC1111" in sloth_backend.detect(specs_present("backend")).name  # an unrelated `backend`
 
 
-def test_an_unsupported_backend_says_so_in_the_ui_and_the_info_text(webui):
+UNSUPPORTED = "Sloth cannot patch this WebUI. Nothing will be patched."
+
+
+def test_an_unsupported_backend_says_so_in_the_ui_and_writes_no_method_keys(webui):
     script = scripts.scripts_txt2img.script("Sloth")
-    script.backend = sloth_backend.UnsupportedBackend("Forge (backend)", sloth_backend.FORGE_MAIN_UNSUPPORTED)
+    script.backend = sloth_backend.UnsupportedBackend("Some WebUI", UNSUPPORTED)
     with gr.Blocks() as blocks:
         script.ui(False)
     notes = [c.value for c in blocks.blocks.values() if c.elem_id == "script_txt2img_sloth_note"]
-    assert len(notes) == 1 and "not supported on this Forge version" in notes[0]
+    assert len(notes) == 1 and UNSUPPORTED in notes[0]
     processed = standin.run(txt2img(sloth_args(SLOTHFUL)))
-    assert "not supported on this Forge version" in params_of(processed)[infotext.NOTES_KEY]
+    params = params_of(processed)
+    assert params[infotext.NOTES_KEY] == UNSUPPORTED
+    assert not set(params) & set(infotext.all_keys())  # only the note: no settings that did not run
 
 
 # ----------------------------------------------------------------------------------- labels

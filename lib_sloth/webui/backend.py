@@ -14,9 +14,14 @@ only (the A1111 adapter wraps ``p.sampler.model_wrap_cfg``; the Forge adapter cl
 ``p.sd_model.forge_objects.unet``) and returns short notes for the console and the info text
 (e.g. "SAG skipped: no uncond at CFG 1"). It should not raise; the Script reports it if it does.
 
+A pass in which nothing could be patched (an unsupported WebUI, a Flux / SD3 model on Forge
+main) returns its notes as `NothingPatched`: the Script then writes only the note into the info
+text, no method keys, so a pasted image never claims settings that did not run.
+
 Detection is by import, like pamparamm's sd-perturbed-attention: ``ldm_patched`` -> Forge /
-reForge (`lib_sloth.webui.forge.ForgeBackend`); Forge's newer ``backend`` package -> a backend
-that refuses politely; neither -> AUTOMATIC1111 (`lib_sloth.webui.a1111.A1111Backend`).
+reForge (`lib_sloth.webui.forge.ForgeBackend`); Forge's newer ``backend`` package together with
+``modules_forge`` -> Forge main (`lib_sloth.webui.forge_main.ForgeMainBackend`); neither ->
+AUTOMATIC1111 (`lib_sloth.webui.a1111.A1111Backend`).
 """
 from __future__ import annotations
 
@@ -24,9 +29,11 @@ import importlib
 import importlib.util
 from typing import Callable
 
-FORGE_MAIN_UNSUPPORTED = ("Sloth is not supported on this Forge version (the `backend` rewrite of 2024-08 and "
-                          "later): it needs AUTOMATIC1111 1.7-1.10, Forge on ldm_patched or reForge. Nothing will be "
-                          "patched.")
+
+class NothingPatched(list):
+    """The notes of a pass in which Sloth patched nothing (see the module docstring)."""
+
+    nothing_patched = True
 
 
 class Backend:
@@ -60,7 +67,7 @@ class UnsupportedBackend(Backend):
         return self.message
 
     def attach(self, p, settings, seed: int) -> list[str]:
-        return [self.message]
+        return NothingPatched([self.message])
 
 
 FindSpec = Callable[[str], object]
@@ -72,7 +79,7 @@ def detect(find_spec: FindSpec | None = None) -> Backend:
     if find_spec("ldm_patched") is not None:
         return _adapter("forge", "ForgeBackend", "Forge (ldm_patched)")
     if find_spec("backend") is not None and find_spec("modules_forge") is not None:
-        return UnsupportedBackend("Forge (backend)", FORGE_MAIN_UNSUPPORTED)
+        return _adapter("forge_main", "ForgeMainBackend", "Forge (backend)")
     return _adapter("a1111", "A1111Backend", "AUTOMATIC1111")
 
 

@@ -65,6 +65,8 @@ def attach_pass(p, backend) -> list[str]:
     try:
         live = backend.attach(p, settings, batch_seed(p))
         live = [] if live is None else live  # not `or []`: an empty list may still grow
+        if getattr(live, "nothing_patched", False):
+            drop_method_keys(p)
     except Exception as err:  # the WebUI would only log it; say what it means for the image
         traceback.print_exc()
         live = [f"Sloth could not attach to this sampling pass ({type(err).__name__}: {err}); "
@@ -76,6 +78,14 @@ def attach_pass(p, backend) -> list[str]:
     notes = [str(n) for n in live]
     record_notes(p, notes)
     return notes
+
+
+def drop_method_keys(p) -> None:
+    """This pass patched nothing: the info text keeps only the notes, no settings that did not run."""
+    params = getattr(p, "extra_generation_params", None) or {}
+    keys = set(infotext.all_keys())
+    if any(k in keys for k in params):
+        p.extra_generation_params = {k: v for k, v in params.items() if k not in keys}
 
 
 def refresh_notes(p) -> None:

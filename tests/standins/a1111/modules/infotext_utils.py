@@ -341,7 +341,7 @@ def make_paste_func(paste_fields, override_settings_component=None):
         def paste_settings(params):
             vals = get_override_settings(params, skip_fields=already_handled_fields)
             pairs = [f"{infotext_text}: {value}" for infotext_text, setting_name, value in vals]
-            return gr.Dropdown.update(value=pairs, choices=pairs, visible=bool(pairs))
+            return gr.update(value=pairs, choices=pairs, visible=bool(pairs))  # gr.Dropdown.update in 3.41
 
         paste_fields = paste_fields + [(override_settings_component, paste_settings)]
 

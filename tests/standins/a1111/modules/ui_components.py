@@ -16,11 +16,28 @@ Same classes and constructor behaviour under gradio 3.41.2:
   the accordion; ``acc.extra()`` returns the ``gr.Column`` shown in its header.
   The JS link between checkbox and accordion is registered as in the WebUI but
   only runs in a browser.
+
+Under gradio 4.40 this module stands in for Forge main's (same classes; see InputAccordion).
 """
 import gradio as gr
 
+if not gr.__version__.startswith("3."):
+    # gradio 4 writes a .pyi next to every module that subclasses a component; Forge main's
+    # modules/gradio_extensions.py skips classes marked webui_do_not_create_gradio_pyi_thank_you
+    import gradio.component_meta as _component_meta
+
+    _write_pyi = _component_meta.create_or_modify_pyi
+
+    def _create_or_modify_pyi(component_class, class_name, events):
+        if not getattr(component_class, "webui_do_not_create_gradio_pyi_thank_you", False):
+            _write_pyi(component_class, class_name, events)
+
+    _component_meta.create_or_modify_pyi = _create_or_modify_pyi
+
 
 class FormComponent:
+    webui_do_not_create_gradio_pyi_thank_you = True
+
     def get_expected_parent(self):
         return gr.components.Form
 
@@ -38,6 +55,8 @@ class ToolButton(FormComponent, gr.Button):
 
 
 class ResizeHandleRow(gr.Row):
+    webui_do_not_create_gradio_pyi_thank_you = True
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.elem_classes.append("resize-handle-row")
@@ -88,6 +107,7 @@ class DropdownEditable(FormComponent, gr.Dropdown):
 
 
 class InputAccordion(gr.Checkbox):
+    webui_do_not_create_gradio_pyi_thank_you = True
     global_index = 0
 
     def __init__(self, value, **kwargs):
@@ -99,7 +119,11 @@ class InputAccordion(gr.Checkbox):
         checkbox_kwargs = {**kwargs, "elem_id": f"{self.accordion_id}-checkbox", "visible": False}
         super().__init__(value, **checkbox_kwargs)
 
-        self.change(fn=None, _js='function(checked){ inputAccordionChecked("' + self.accordion_id + '", checked); }', inputs=[self])
+        # gradio 4 (Forge main, modules/ui_components.py @ dfdcbab6) spells it js=: Forge passes _js= and
+        # its modules/gradio_extensions.py renames the keyword
+        js_keyword = "_js" if gr.__version__.startswith("3.") else "js"
+        self.change(fn=None, inputs=[self], **{js_keyword: 'function(checked){ inputAccordionChecked("'
+                                               + self.accordion_id + '", checked); }'})
 
         accordion_kwargs = {
             **kwargs,
