@@ -371,3 +371,15 @@ def test_a_diffusion_model_without_unet_blocks_is_skipped(patchers):
     p.sampler = Sampler()
     notes = ForgeMainBackend().attach(p, S("slothful"), SEED)
     assert getattr(notes, "nothing_patched", False) and "FluxLike, not a UNet" in notes[0]
+
+
+# ---- info text round trip ------------------------------------------------------------------------
+def test_info_text_round_trip_reproduces_the_image(patchers):
+    """The keys written for a Forge main job, read back (as a paste would), give the same image."""
+    settings = S("slothful", "sag")
+    p = make_p("sd15", patchers["sd15"])
+    first, _ = run_pass(p, settings)
+    restored = settings_from_dict(infotext.read(infotext.to_params(settings)))
+    assert restored == settings
+    again, _ = run_pass(p, restored)
+    assert torch.equal(first, again)
