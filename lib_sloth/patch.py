@@ -34,6 +34,18 @@ _FOREIGN_INPUTS = ("context", "mask", "value", "additional_tokens")
 Interceptor = Callable[[nn.Module, LayerInfo, torch.Tensor, LayerCall], Optional[Runner]]
 
 
+# A1111's built-in HyperTile (extensions-builtin/hypertile/hypertile.py, hypertile_hook_model)
+# installs its instance forward once per model, keeps it for good and only flips params.enabled
+_HYPERTILE_PARAMS = "__webui_hypertile_params"
+
+
+def own_forward_active(module: nn.Module) -> bool:
+    """Whether a layer's own (instance) forward does anything this call: False for A1111's
+    HyperTile while it is switched off for the job; True for any forward we cannot inspect."""
+    params = module.__dict__.get(_HYPERTILE_PARAMS)
+    return True if params is None else bool(getattr(params, "enabled", True))
+
+
 class SlothPatch:
     def __init__(self, unet: nn.Module, settings: SlothSettings, seed: int = 0):
         self.unet = unet
@@ -105,8 +117,9 @@ class SlothPatch:
         shadowed = [m for m in self.index if "forward" in m.__dict__]
         for module in shadowed:
             self._patcher.patch_instance(module, lambda original, module=module: self._own_forward(module, original))
-        if shadowed:
-            self.note(f"{len(shadowed)} attention layers carry their own forward (e.g. HyperTile); "
+        active = sum(own_forward_active(m) for m in shadowed)
+        if active:
+            self.note(f"{active} attention layers carry their own forward (e.g. HyperTile); "
                       "sloth rewrites them where active and calls their forward elsewhere")
 
     def _uninstall(self) -> None:

@@ -53,8 +53,9 @@ class NoiseSpace:
         alphas_cumprod: [T]; timestep: int or [B] integer tensor (A1111's timestep samplers pass
         the integer timestep where k-diffusion passes sigma).
         """
-        t = torch.as_tensor(timestep, device=alphas_cumprod.device).long()
-        acp = alphas_cumprod.double()[t]
+        # the schedule terms in float64 on the CPU: MPS has no float64 (and they are a few numbers)
+        t = torch.as_tensor(timestep).detach().cpu().long()
+        acp = alphas_cumprod.detach().cpu().double()[t]
         return NoiseSpace(_rows(acp.sqrt(), like), _rows((1 - acp).sqrt(), like))
 
     # ---- conversions (all [B, C, H, W] in, same shape out) -----------------------------------

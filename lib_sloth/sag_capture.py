@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from einops import rearrange
 
-from .attention import attend
+from .attention import attend, autocast_off
 
 Rows = Union[slice, Sequence[int]]
 
@@ -62,7 +62,7 @@ def attention_with_map(module, x: torch.Tensor, rows: List[int], upcast: bool = 
     if others:
         out[others] = attend(q[others], k[others], v[others], heads, upcast)
     # autocast (A1111 samples under it on CUDA) would run the bmm in fp16: the map must be fp32
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with autocast_off(x.device.type):
         qr, kr, vr = (rearrange(t[rows].float(), "b n (h d) -> (b h) n d", h=heads) for t in (q, k, v))
         probs = torch.bmm(qr, kr.transpose(1, 2)).mul_(qr.shape[-1] ** -0.5)  # [rows*heads, N, N]
         del qr, kr

@@ -59,7 +59,8 @@ class Script(scripts.Script):
 
     def before_hr(self, p, *args):
         if not _has_every_sampling_hook():
-            _defer_txt2img(p)
+            # sample_hr_pass creates the hires sampler before calling before_hr: attach now, no deferral
+            p.sloth_defer = p.sloth_deferred = None
             hooks.attach_pass(p, self._backend())
 
 

@@ -180,7 +180,7 @@ class A1111Pass:
         alphas = getattr(self.denoiser, "alphas", None)
         if alphas is None:
             return "x0", None
-        return "eps", NoiseSpace.from_alphas_cumprod(alphas.to(x.device), sigma, like=x)
+        return "eps", NoiseSpace.from_alphas_cumprod(alphas, sigma, like=x)
 
 
 class DenoiserCall:
