@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .attention import attend
+from .attention import attend, kv_inputs
 from .fields import SettingsError, Validated, nested, setting, validate
 from .layer_call import LayerCall, Runner
 from .tome import match
@@ -177,7 +177,10 @@ def agentsd_attention(module, x: torch.Tensor, *, plan: AgentLayerPlan, k_scale2
     matching = match(x, plan.h, plan.w, plan.sx, plan.sy, generator)
     merge, unmerge = matching.merging(plan.r)
     merged = merge(x)
-    q, k, v = module.to_q(merged), module.to_k(merged), module.to_v(merged)
+    k_in, v_in = kv_inputs(module, x)  # a K/V source (A1111 hypernetwork) is merged like x
+    k_merged = merged if k_in is x else merge(k_in)
+    v_merged = merged if v_in is x else (k_merged if v_in is k_in else merge(v_in))
+    q, k, v = module.to_q(merged), module.to_k(k_merged), module.to_v(v_merged)
     if plan.agent_r:
         merge_agents, _ = matching.merging(plan.agent_r)
         agents = module.to_q(merge_agents(x))  # agents are queries first (they gather the values)

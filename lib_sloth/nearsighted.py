@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 from . import schedule
-from .attention import attend
+from .attention import attend, kv_inputs
 from .fields import Validated, nested, setting
 from .geometry import window_2d
 from .layer_call import LayerCall, Runner
@@ -66,19 +66,22 @@ def tiled_attention(module, x: torch.Tensor, grid: TileGrid, global_stride: Opti
     """
     b, n, c = x.shape
     h, w = grid.h, grid.w
-    x_grid = x.view(b, h, w, c)
+    k_in, v_in = kv_inputs(module, x)  # x itself unless a K/V source (A1111 hypernetwork) is set
+    shared_kv = k_in is x and v_in is x
+    k_in_grid = k_in.view(b, h, w, -1)
+    v_in_grid = k_in_grid if v_in is k_in else v_in.view(b, h, w, -1)
     q_grid = module.to_q(x).view(b, h, w, -1)
     pooled_local = pool_block is not None and pool_stride > 1
     if not pooled_local:
-        k_grid = module.to_k(x).view(b, h, w, -1)
-        v_grid = module.to_v(x).view(b, h, w, -1)
+        k_grid = module.to_k(k_in).view(b, h, w, -1)
+        v_grid = module.to_v(v_in).view(b, h, w, -1)
 
     global_k = global_v = None
     if global_stride is not None:
         gy, gx = window_2d(global_stride, h, w)  # strided pick over the unpadded image
         if pooled_local:
-            picked = x_grid[:, ::gy, ::gx].reshape(b, -1, c)
-            global_k, global_v = module.to_k(picked), module.to_v(picked)
+            global_k = module.to_k(k_in_grid[:, ::gy, ::gx].reshape(b, -1, k_in_grid.shape[-1]))
+            global_v = module.to_v(v_in_grid[:, ::gy, ::gx].reshape(b, -1, v_in_grid.shape[-1]))
         else:  # projection commutes with picking: reuse the projected grid
             global_k = k_grid[:, ::gy, ::gx].reshape(b, -1, k_grid.shape[-1])
             global_v = v_grid[:, ::gy, ::gx].reshape(b, -1, v_grid.shape[-1])
@@ -88,11 +91,16 @@ def tiled_attention(module, x: torch.Tensor, grid: TileGrid, global_stride: Opti
         q = tile(q_grid, rect)
         if pooled_local:
             pooling = pooling_for(pool_block, pool_stride, rect.bh, rect.bw)
-            local = tile(x_grid, rect)
+            k_local = tile(k_in_grid, rect)
+            v_local = k_local if v_in_grid is k_in_grid else tile(v_in_grid, rect)
             if pooling is None:
-                k, v = module.to_k(local), module.to_v(local)
+                k, v = module.to_k(k_local), module.to_v(v_local)
             else:
-                k_src, v_src = reduce_tokens(local, rect.bh, rect.bw, pooling)
+                if shared_kv:
+                    k_src, v_src = reduce_tokens(k_local, rect.bh, rect.bw, pooling)
+                else:
+                    k_src = reduce_tokens(k_local, rect.bh, rect.bw, pooling)[0]
+                    v_src = reduce_tokens(v_local, rect.bh, rect.bw, pooling)[1]
                 k = module.to_k(k_src)
                 v = module.to_v(v_src)
         else:

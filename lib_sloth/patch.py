@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import nn
 
+from .attention import WithKVSource
 from .agentsd import merged_by_tomesd, without_agentsd
 from .forward_patch import ForwardPatcher
 from .layer_call import LayerCall, Runner
@@ -62,6 +63,13 @@ class SlothPatch:
         self._plan_settings = settings  # what the planners see this forward (see _settings_now)
         self._entered = 0
         self._patcher = ForwardPatcher(self.note)
+        # Set by a front end (the engine stays WebUI-free), read at every call:
+        # kv_source(x) -> (k_in, v_in): what the layer's K and V are computed from (A1111 passes its
+        # hypernetworks); None = x itself. upcast_for(layer) -> bool: the WebUI's own precision choice
+        # (A1111's "Upcast cross attention layer to float32"); None = the layer's `attn_precision`
+        # (ldm_patched / ComfyUI set torch.float32 per layer). settings.upcast_attention forces fp32.
+        self.kv_source: Optional[Callable] = None
+        self.upcast_for: Optional[Callable[[nn.Module], bool]] = None
 
     @property
     def layers(self) -> Dict[nn.Module, LayerInfo]:
@@ -145,24 +153,24 @@ class SlothPatch:
 
     # ---- the patched forwards ----------------------------------------------------------------
     def _class_forward(self, original):
-        runner_for = self._runner_for
+        runner_for, view_of = self._runner_for, self._view
 
         def forward(module, x, *args, **kwargs):
             runner = runner_for(module, x, args, kwargs)
             if runner is None:
                 return original(module, x, *args, **kwargs)
-            return module.to_out(runner(module, x))
+            return module.to_out(runner(view_of(module), x))
 
         return forward
 
     def _own_forward(self, module, original):
-        runner_for = self._runner_for
+        runner_for, view_of = self._runner_for, self._view
 
         def forward(x, *args, **kwargs):
             runner = runner_for(module, x, args, kwargs)
             if runner is None:
                 return original(x, *args, **kwargs)
-            return module.to_out(runner(module, x))
+            return module.to_out(runner(view_of(module), x))
 
         return forward
 
@@ -185,7 +193,7 @@ class SlothPatch:
             # interceptors still see it (SAG records its map under Kohya-style shrinks and
             # factorises the grid later); planners never run without a grid
         call = LayerCall(info.block, grid, x.shape[0], self.step, self.total, self.seed,
-                         self.settings.upcast_attention)
+                         self.wants_upcast(module))
         runner = None
         for interceptor in self.interceptors:
             runner = interceptor(module, info, x, call)
@@ -198,3 +206,16 @@ class SlothPatch:
         if self.recorder is not None and grid is not None:
             self.recorder.layer(call, runner, self.latent_hw)
         return runner
+
+    def wants_upcast(self, module) -> bool:
+        """Whether rewritten attention of this layer runs in fp32: forced by upcast_attention, else
+        the WebUI's choice (upcast_for), else the layer's own attn_precision (ldm_patched)."""
+        if self.settings.upcast_attention:
+            return True
+        if self.upcast_for is not None:
+            return bool(self.upcast_for(module))
+        return getattr(module, "attn_precision", None) is torch.float32
+
+    def _view(self, module):
+        """The layer as the rewrites see it: with the front end's K/V source, when there is one."""
+        return module if self.kv_source is None else WithKVSource(module, self.kv_source)

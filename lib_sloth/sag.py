@@ -191,10 +191,10 @@ class SagPass:
             return None
         # the patch's grid is exact when it found one; unknown (None) is factorised from the map later
         grid = (call.grid.h, call.grid.w) if call.grid is not None else None
-        return partial(self._record, rows=rows, grid=grid)
+        return partial(self._record, rows=rows, grid=grid, upcast=self.upcast or call.upcast)
 
-    def _record(self, module, x: torch.Tensor, *, rows: List[int], grid) -> torch.Tensor:
-        out, probs = attention_with_map(module, x, rows, self.upcast)
+    def _record(self, module, x: torch.Tensor, *, rows: List[int], grid, upcast: bool) -> torch.Tensor:
+        out, probs = attention_with_map(module, x, rows, upcast)
         self._map = SagMap(probs, module.heads, len(rows), grid)  # a later call replaces it
         return out
 

@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from einops import rearrange
 
-from .attention import attend, autocast_off
+from .attention import attend, autocast_off, kv_inputs
 
 Rows = Union[slice, Sequence[int]]
 
@@ -55,7 +55,8 @@ def attention_with_map(module, x: torch.Tensor, rows: List[int], upcast: bool = 
     softmax runs in place so the peak is one map, not two (it is the largest tensor SAG holds).
     """
     heads = module.heads
-    q, k, v = module.to_q(x), module.to_k(x), module.to_v(x)
+    k_in, v_in = kv_inputs(module, x)  # x itself unless a K/V source (A1111 hypernetwork) is set
+    q, k, v = module.to_q(x), module.to_k(k_in), module.to_v(v_in)
     out = torch.empty_like(q)
     keep = set(rows)
     others = [i for i in range(x.shape[0]) if i not in keep]

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .attention import attend
+from .attention import attend, kv_inputs
 from .fields import Validated, nested, setting
 from .geometry import window_1d, window_2d
 from .layer_call import LayerCall, Runner
@@ -127,7 +127,11 @@ def reduce_tokens(x: torch.Tensor, h: int, w: int, pooling: Pooling) -> Tuple[to
 
 def slothful_attention(module, x: torch.Tensor, h: int, w: int, pooling: Pooling, upcast: bool) -> torch.Tensor:
     """Self-attention of every token of x [B, h*w, C] over the reduced K/V; before to_out."""
-    k_src, v_src = reduce_tokens(x, h, w, pooling)
+    k_in, v_in = kv_inputs(module, x)
+    if k_in is x and v_in is x:
+        k_src, v_src = reduce_tokens(x, h, w, pooling)
+    else:  # a K/V source (A1111 hypernetwork): pool what K and V are really computed from
+        k_src, v_src = reduce_tokens(k_in, h, w, pooling)[0], reduce_tokens(v_in, h, w, pooling)[1]
     q = module.to_q(x)
     k = module.to_k(k_src)
     v = module.to_v(v_src)

@@ -82,3 +82,258 @@ def test_a1111_before_1_10_patches_every_call_of_the_hires_pass(backend, monkeyp
     assert hires.sloth_pass.clock.total == 5
     calls = hires.step  # the CFG denoiser counts its calls
     assert calls == 5 and max(hires.sloth_pass.patch.rewritten.values()) == calls
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 5: the step clock follows every sampler's real progress, once per pass
+# ---------------------------------------------------------------------------------------------
+LIST_SAMPLERS = ["DPM++ 2M", "Euler a", "Euler", "Heun", "Restart"]
+
+
+def clock_readings(monkeypatch, sampler, steps, **kwargs):
+    from lib_sloth.webui import clock as clock_module
+
+    seen = []
+    now = clock_module.StepClock.now
+
+    def spy(self, sigma=None):
+        step, total = now(self, sigma)
+        seen.append((step, total, None if sigma is None else float(sigma.max())))
+        return step, total
+
+    monkeypatch.setattr(clock_module.StepClock, "now", spy)
+    generate({"slothful.enabled": True}, sampler=sampler, steps=steps, size=64, **kwargs)
+    return seen
+
+
+@pytest.mark.parametrize("sampler", LIST_SAMPLERS + ["DDIM"])
+def test_step_runs_from_first_to_last_step_once(backend, monkeypatch, sampler):  # noqa: F811
+    """k-diffusion samplers call back once per step of their `sigmas` (k_diffusion/sampling.py);
+    Restart (`modules/sd_samplers_extra.py` `restart_sampler`, 20+ steps) restarts from sigma 2
+    and counts those steps too, re-spacing its main schedule so the total stays `steps`; DDIM
+    (`modules/sd_samplers_timesteps_impl.py` `ddim`) calls the model len(timesteps) - 1 times, one
+    fewer than `launch_sampling` announces, so counting its callbacks never reached the last step."""
+    seen = clock_readings(monkeypatch, sampler, 20)
+    steps = [s for s, _, _ in seen]
+    assert {t for _, t, _ in seen} == {20}
+    assert steps[0] == 0 and steps[-1] == 19
+    assert all(a <= b for a, b in zip(steps, steps[1:]))
+    if sampler in LIST_SAMPLERS:  # exact step counting: every step is seen
+        assert sorted(set(steps)) == list(range(20))
+
+
+@pytest.mark.parametrize("sampler", ["DPM fast", "DPM adaptive"])
+def test_samplers_without_a_step_list_are_timed_by_their_noise_level(backend, monkeypatch, sampler):  # noqa: F811
+    """k-diffusion `sample_dpm_fast(model, x, sigma_min, sigma_max, n)` makes n // 3 + 1 callbacks
+    for n = steps model calls; `sample_dpm_adaptive(model, x, sigma_min, sigma_max)` makes one per
+    attempted step, as many as its error control needs. A1111's `KDiffusionSampler.sample` gives them
+    the model's sigma_min / sigma_max instead of `sigmas`. The step must follow the noise level: the
+    fraction of the pass's log-sigma range already covered, on the announced steps."""
+    import math
+    from modules import shared
+
+    seen = clock_readings(monkeypatch, sampler, 20)
+    acp = shared.sd_model.alphas_cumprod
+    sigma_min = float(((1 - acp[0]) / acp[0]).sqrt())  # k-diffusion's CompVisDenoiser.sigma_min
+    steps = [s for s, _, _ in seen]
+    assert steps[0] == 0 and all(a <= b for a, b in zip(steps, steps[1:]))
+    first, low = math.log(seen[0][2]), math.log(sigma_min)
+    for step, total, sigma in seen:
+        covered = (first - math.log(sigma)) / (first - low)
+        assert abs(step - covered * (total - 1)) <= 1.0
+    assert steps[-1] >= 15  # the end of the pass is reached by noise level, not by a count
+
+
+def test_img2img_ddim_ends_at_its_last_step(backend, monkeypatch):  # noqa: F811
+    """`CompVisSampler.sample_img2img` samples `timesteps[:t_enc]` and announces t_enc + 1 steps."""
+    seen = clock_readings(monkeypatch, "DDIM", 10, img2img=True, denoising_strength=0.6)
+    steps = [s for s, _, _ in seen]
+    total = seen[0][1]
+    assert total == 7 and steps[0] == 0 and steps[-1] == total - 1
+    assert all(a <= b for a, b in zip(steps, steps[1:]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 4: hypernetworks reach every rewritten path, SAG's recorded layer included
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def hypernetwork_loaded(webui):  # noqa: F811
+    from modules import shared
+    from modules.hypernetworks import hypernetwork
+
+    unet = shared.sd_model.model.diffusion_model
+    widths = sorted({m.to_k.in_features for m in unet.modules() if hasattr(m, "to_k")})
+    hypernetwork.load_hypernetworks([hypernetwork.Hypernetwork("hn", widths, seed=3)], [1.0])
+    yield shared.loaded_hypernetworks
+    shared.loaded_hypernetworks.clear()
+
+
+@pytest.fixture
+def sdp_forward(webui):  # noqa: F811
+    """A1111 installs its 'sdp' forward on the attention class (sd_hijack_optimizations.py)."""
+    from ldm.modules.attention import CrossAttention
+    from modules import sd_hijack_optimizations
+
+    saved = CrossAttention.__dict__["forward"]
+    CrossAttention.forward = sd_hijack_optimizations.scaled_dot_product_attention_forward
+    yield
+    CrossAttention.forward = saved
+
+
+def middle_attn1():
+    from modules import shared
+
+    return shared.sd_model.model.diffusion_model.middle_block[1].transformer_blocks[0].attn1
+
+
+def test_sag_records_the_layer_as_the_webui_computes_it_with_a_hypernetwork(hypernetwork_loaded, sdp_forward):
+    """`scaled_dot_product_attention_forward` (sd_hijack_optimizations.py) computes K and V from
+    `hypernetwork.apply_hypernetworks(shared.loaded_hypernetworks, context)`; SAG's recorded layer
+    (a full self-attention with an explicit map) must give the same output."""
+    from lib_sloth.attention import WithKVSource
+    from lib_sloth.sag_capture import attention_with_map
+    from lib_sloth.webui.a1111 import _hypernetwork_source
+
+    layer = middle_attn1()
+    x = torch.randn(2, 12, layer.to_q.in_features, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        webui_out = layer(x)
+        out, _ = attention_with_map(WithKVSource(layer, _hypernetwork_source()), x, [1])
+        plain, _ = attention_with_map(layer, x, [1])
+    assert torch.allclose(layer.to_out(out), webui_out, atol=1e-5)
+    assert not torch.allclose(layer.to_out(plain), webui_out, atol=1e-3)  # the hypernetwork matters here
+
+
+def input_attn1():
+    from modules import shared
+
+    return shared.sd_model.model.diffusion_model.input_blocks[1][1].transformer_blocks[0].attn1
+
+
+METHODS = {"tile": {"tile.enabled": True, "tile.tile_size": 16}, "slothful": {"slothful.enabled": True},
+           "nearsighted": {"nearsighted.enabled": True}, "agentsd": {"agentsd.enabled": True}}
+
+
+def planned_runner(name):
+    from lib_sloth.layer_call import LayerCall, TokenGrid
+    from lib_sloth.methods import plan_layer
+
+    step = 0 if name == "agentsd" else 4  # each method's strongest point of a 10-step schedule
+    runner = plan_layer(settings_from_dict(METHODS[name]), LayerCall("input", TokenGrid(32, 32, 0), 2, step, 10, 7))
+    assert runner is not None
+    return runner
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_rewrite_computes_k_and_v_through_the_hypernetwork(hypernetwork_loaded, name):
+    """A hypernetwork maps each token alone (a residual MLP per context width), so where a rewrite
+    only gathers tokens (Near-sighted Tile: tiles and a strided global pick) its K/V must equal K/V
+    from layers whose to_k / to_v start with the hypernetwork; where it averages them (Slothful
+    pooling), the pooled tokens must be the hypernetwork's outputs, as A1111 pools nothing before
+    apply_hypernetworks. Every rewrite changes with the hypernetwork, and a hypernetwork with no
+    module for the layer's width changes nothing, bit for bit."""
+    from lib_sloth.attention import WithKVSource, attend
+    from lib_sloth.webui.a1111 import _hypernetwork_source
+    from modules.hypernetworks import hypernetwork
+
+    layer, runner = input_attn1(), planned_runner(name)
+    x = torch.randn(2, 32 * 32, layer.to_q.in_features, generator=torch.Generator().manual_seed(1))
+
+    def hn(t):
+        return hypernetwork.apply_hypernetworks(hypernetwork_loaded, t)
+
+    with torch.no_grad():
+        got = runner(WithKVSource(layer, _hypernetwork_source()), x)
+        assert not torch.allclose(got, runner(layer, x), atol=1e-4)
+        if name == "tile":
+            class Composed(torch.nn.Module):  # the hypernetwork folded into to_k / to_v
+                def __init__(self):
+                    super().__init__()
+                    self.heads, self.to_q = layer.heads, layer.to_q
+
+                def to_k(self, t):
+                    return layer.to_k(hn(t)[0])
+
+                def to_v(self, t):
+                    return layer.to_v(hn(t)[1])
+
+            assert torch.allclose(got, runner(Composed(), x), atol=1e-5)
+        if name == "slothful":
+            from lib_sloth.slothful import reduce_tokens
+
+            k_in, v_in = hn(x)
+            pooling = runner.keywords["pooling"]
+            k = layer.to_k(reduce_tokens(k_in, 32, 32, pooling)[0])
+            v = layer.to_v(reduce_tokens(v_in, 32, 32, pooling)[1])
+            assert torch.allclose(got, attend(layer.to_q(x), k, v, layer.heads), atol=1e-5)
+        other_width = [hypernetwork.Hypernetwork("other", [layer.to_k.in_features + 1])]
+        untouched = runner(WithKVSource(layer, lambda t: hypernetwork.apply_hypernetworks(other_width, t)), x)
+        assert torch.equal(untouched, runner(layer, x))
+
+
+def test_the_adapter_gives_the_patch_the_webui_hypernetworks(backend, hypernetwork_loaded):  # noqa: F811
+    out, _ = generate({"slothful.enabled": True, **{"sag.enabled": True, "sag.scale": 1.0}}, size=128)
+    pass_ = backend.passes[-1].sloth_pass
+    assert pass_.patch.kv_source is not None
+    from modules import shared
+
+    shared.loaded_hypernetworks.clear()
+    plain, _ = generate({"slothful.enabled": True, **{"sag.enabled": True, "sag.scale": 1.0}}, size=128)
+    assert not torch.allclose(out, plain, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 8: rewritten attention follows the WebUI's precision choice; upcast_attention forces fp32
+# ---------------------------------------------------------------------------------------------
+def planned_upcasts(monkeypatch):
+    from lib_sloth import patch as patch_module
+
+    seen = []
+    plan = patch_module.plan_layer
+
+    def spy(settings, call):
+        seen.append(call.upcast)
+        return plan(settings, call)
+
+    monkeypatch.setattr(patch_module, "plan_layer", spy)
+    return seen
+
+
+@pytest.mark.parametrize("upcast_attn, forced, expected", [(False, False, False), (True, False, True),
+                                                           (False, True, True)])
+def test_a1111_upcast_option_reaches_every_rewritten_layer(backend, monkeypatch, upcast_attn, forced, expected):  # noqa: F811
+    """modules/sd_hijack_optimizations.py: every attention forward casts q, k, v to float32 when
+    `shared.opts.upcast_attn` ("Upcast cross attention layer to float32", shared_options.py)."""
+    from modules import shared
+
+    seen = planned_upcasts(monkeypatch)
+    shared.opts.set("upcast_attn", upcast_attn)
+    try:
+        generate({"slothful.enabled": True, "upcast_attention": forced}, size=64, steps=2)
+    finally:
+        shared.opts.set("upcast_attn", False)
+    assert seen and set(seen) == {expected}
+
+
+def test_ldm_patched_layers_keep_their_own_attn_precision(monkeypatch):
+    """ldm_patched/ldm/modules/attention.py (reForge): each CrossAttention keeps `attn_precision`
+    (a dtype or None) and attention_basic / attention_split compute q·k in float32 when it is
+    torch.float32; without a front-end choice the patch follows each layer."""
+    from lib_sloth.patch import SlothPatch
+
+    unet = sd15_unet(context_dim=64)
+    fp32_layer = unet.middle_block[1].transformer_blocks[0].attn1
+    fp32_layer.attn_precision = torch.float32
+    x, t, c = unet_inputs(unet, 1, 16, 16)
+    seen = []
+    from lib_sloth import patch as patch_module
+
+    plan = patch_module.plan_layer
+    monkeypatch.setattr(patch_module, "plan_layer", lambda s, call: seen.append((call.block, call.upcast)) or plan(s, call))
+    try:
+        with SlothPatch(unet, settings_from_dict({"slothful.enabled": True, "slothful.keep_middle": False})) as patch:
+            patch.set_step(4, 10)
+            unet(x, t, c)
+    finally:
+        del fp32_layer.attn_precision
+    assert ("middle", True) in seen and ("input", False) in seen and ("input", True) not in seen

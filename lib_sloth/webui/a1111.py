@@ -78,6 +78,8 @@ class A1111Pass:
         self.denoiser = denoiser
         self.clock = clock
         self.patch = SlothPatch(unet, settings, seed)
+        self.patch.upcast_for = _upcast_attn  # "Upcast cross attention layer to float32"
+        self.patch.kv_source = _hypernetwork_source()
         self.sag = SagPass(settings.sag, self.patch)
         self.notes = self.patch.notes  # grows while sampling; the Script reads it afterwards
         denoiser.sloth_pass = self  # for inspection; dies with the pass's denoiser
@@ -93,7 +95,7 @@ class A1111Pass:
         original = self.denoiser.forward
 
         def forward(x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
-            self.patch.set_step(*self.clock.now())
+            self.patch.set_step(*self.clock.now(sigma))
             if self.sag.active:
                 self._call = DenoiserCall(x, sigma, self._rows_in(x, cond))
                 self._wrap_inner()
@@ -181,6 +183,34 @@ class A1111Pass:
         if alphas is None:
             return "x0", None
         return "eps", NoiseSpace.from_alphas_cumprod(alphas, sigma, like=x)
+
+
+def _upcast_attn(module) -> bool:
+    """A1111's own precision choice: its attention forwards upcast q/k/v when opts.upcast_attn
+    (modules/sd_hijack_optimizations.py, every *_attention_forward)."""
+    from modules import shared
+
+    return bool(getattr(shared.opts, "upcast_attn", False))
+
+
+def _hypernetwork_source():
+    """What A1111's attention forwards compute K and V from: the context passed through the loaded
+    hypernetworks (`hypernetwork.apply_hypernetworks(shared.loaded_hypernetworks, context)` in
+    modules/sd_hijack_optimizations.py); x itself when none is loaded. Read at every call, because
+    extra networks (re)load them per batch."""
+    try:
+        from modules import shared
+        from modules.hypernetworks import hypernetwork
+    except ImportError:
+        return None
+
+    def source(x):
+        loaded = getattr(shared, "loaded_hypernetworks", None)
+        if not loaded:
+            return x, x
+        return hypernetwork.apply_hypernetworks(loaded, x)
+
+    return source
 
 
 class DenoiserCall:

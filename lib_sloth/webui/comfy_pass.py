@@ -217,7 +217,7 @@ class ComfyPass:
             args = {**args, "c": c}
         else:
             self._check_options({"transformer_options": c.get("transformer_options") or {}})
-        self.patch.set_step(*self.clock.now())
+        self.patch.set_step(*self.clock.now(args.get("timestep")))
         armed = False
         if self.sag.active and not self._in_sag_call:
             rows = self._uncond_rows(args.get("cond_or_uncond"), args["input"].shape[0])

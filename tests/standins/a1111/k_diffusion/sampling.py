@@ -132,3 +132,60 @@ def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=No
             x = (sigma_of(t_next) / sigma_of(t)) * x - (-h).expm1() * blended
         old_denoised = denoised
     return x
+
+
+# ---- DPM fast / DPM adaptive: the WebUI-visible contract, not k-diffusion's DPM-Solver maths ------
+# k-diffusion `sample_dpm_fast(model, x, sigma_min, sigma_max, n, ...)` spends n model evaluations
+# on floor(n / 3) + 1 steps evenly spaced in t = -log(sigma) (orders 3, ..., with the remainder last)
+# and calls `callback` once per step with 'i' the step and 'sigma' that step's start;
+# `sample_dpm_adaptive(model, x, sigma_min, sigma_max, ...)` chooses its steps by error control
+# (a rejected step is retried smaller) and calls `callback` after every attempt with 'i' the number
+# of attempts so far minus one and 'sigma' where it stands. Neither takes `sigmas`. The stand-ins
+# below keep exactly that contract with a simpler integrator (Euler sub-steps; Euler/Heun error).
+def _sigma_of_t(t):
+    return t.neg().exp()
+
+
+@torch.no_grad()
+def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None, callback=None, disable=None, eta=0., s_noise=1., noise_sampler=None):
+    extra_args = {} if extra_args is None else extra_args
+    s_in = x.new_ones([x.shape[0]])
+    m = n // 3 + 1
+    orders = [3] * (m - 2) + [2, 1] if n % 3 == 0 else [3] * (m - 1) + [n % 3]
+    t_start, t_end = -math.log(sigma_max), -math.log(sigma_min)
+    ts = torch.linspace(t_start, t_end, m + 1)
+    for i in trange(len(orders), disable=disable):
+        order = orders[i]
+        sub = torch.linspace(float(ts[i]), float(ts[i + 1]), order + 1)
+        for j in range(order):
+            sigma, sigma_next = _sigma_of_t(sub[j]), _sigma_of_t(sub[j + 1])
+            denoised = model(x, sigma * s_in, **extra_args)
+            x = x + to_d(x, sigma, denoised) * (sigma_next - sigma)
+        if callback is not None:
+            callback({'x': x, 'i': i, 't': ts[i], 't_up': ts[i], 'sigma': _sigma_of_t(ts[i]), 'sigma_hat': _sigma_of_t(ts[i]), 'denoised': denoised})
+    return x
+
+
+@torch.no_grad()
+def sample_dpm_adaptive(model, x, sigma_min, sigma_max, extra_args=None, callback=None, disable=None, order=3, rtol=0.05, atol=0.0078, h_init=0.05, pcoeff=0., icoeff=1., dcoeff=0., accept_safety=0.81, eta=0., s_noise=1., noise_sampler=None, return_info=False):
+    extra_args = {} if extra_args is None else extra_args
+    s_in = x.new_ones([x.shape[0]])
+    s, t_end = torch.tensor(-math.log(sigma_max)), torch.tensor(-math.log(sigma_min))
+    h = torch.tensor(h_init)
+    attempts = 0
+    while s < t_end - 1e-5:
+        t = torch.minimum(t_end, s + h)
+        sigma, sigma_next = _sigma_of_t(s), _sigma_of_t(t)
+        denoised = model(x, sigma * s_in, **extra_args)
+        d = to_d(x, sigma, denoised)
+        x_low = x + d * (sigma_next - sigma)
+        d_2 = to_d(x_low, sigma_next, model(x_low, sigma_next * s_in, **extra_args))
+        x_high = x + (d + d_2) / 2 * (sigma_next - sigma)
+        error = ((x_high - x_low).abs() / (atol + rtol * x_high.abs())).pow(2).mean().sqrt()
+        if error <= 1 / accept_safety:
+            x, s = x_high, t
+        h = h * float(min(max(0.9 * float(error.clamp_min(1e-8)) ** -0.5, 0.2), 5.0))
+        attempts += 1
+        if callback is not None:
+            callback({'x': x, 'i': attempts - 1, 't': s, 't_up': s, 'sigma': _sigma_of_t(s), 'sigma_hat': _sigma_of_t(s), 'denoised': denoised, 'error': error, 'h': h})
+    return x

@@ -13,7 +13,9 @@
   the k-diffusion sampler, which calls ``model_wrap_cfg(x, sigma, **extra_args)``.
 
 Only the samplers 'DPM++ 2M' (the WebUI's default, Karras schedule), 'Euler a',
-'Euler' and 'Heun' (second order) exist here, in the real relative order; the
+'Euler', 'Heun' (second order), 'DPM fast', 'DPM adaptive' (both take ``sigma_min``/
+``sigma_max``, and ``n`` = steps for DPM fast, instead of ``sigmas``) and 'Restart'
+(``sd_samplers_extra.restart_sampler``) exist here, in the real relative order; the
 scheduler list is cut down as in ``sd_schedulers``.
 """
 import inspect
@@ -22,7 +24,7 @@ import torch
 
 import k_diffusion.external
 import k_diffusion.sampling
-from modules import devices, sd_samplers_cfg_denoiser, sd_samplers_common, sd_schedulers
+from modules import devices, sd_samplers_cfg_denoiser, sd_samplers_common, sd_samplers_extra, sd_schedulers
 from modules.sd_samplers_cfg_denoiser import CFGDenoiser  # noqa: F401
 from modules.script_callbacks import ExtraNoiseParams, extra_noise_callback
 from modules.shared import opts
@@ -33,6 +35,9 @@ samplers_k_diffusion = [
     ('Euler a', 'sample_euler_ancestral', ['k_euler_a', 'k_euler_ancestral'], {"uses_ensd": True}),
     ('Euler', 'sample_euler', ['k_euler'], {}),
     ('Heun', 'sample_heun', ['k_heun'], {"second_order": True}),
+    ('DPM fast', 'sample_dpm_fast', ['k_dpm_fast'], {"uses_ensd": True}),
+    ('DPM adaptive', 'sample_dpm_adaptive', ['k_dpm_ad'], {"uses_ensd": True}),
+    ('Restart', sd_samplers_extra.restart_sampler, ['restart'], {'scheduler': 'karras', "second_order": True}),
 ]
 
 samplers_data_k_diffusion = [
