@@ -47,6 +47,16 @@ def own_forward_active(module: nn.Module) -> bool:
     return True if params is None else bool(getattr(params, "enabled", True))
 
 
+def _self_context_dropped(x, args, kwargs):
+    """A context that *is* x is plain self-attention (sd-webui-controlnet's hooked transformer
+    block calls attn1(x, context=x) whenever no reference bank is read): drop it."""
+    if args and args[0] is x:
+        args = (None,) + tuple(args[1:])
+    if kwargs.get("context") is x:
+        kwargs = {**kwargs, "context": None}
+    return args, kwargs
+
+
 class SlothPatch:
     def __init__(self, unet: nn.Module, settings: SlothSettings, seed: int = 0):
         self.unet = unet
@@ -180,7 +190,12 @@ class SlothPatch:
         info = self.index.get(module) if self.index is not None else None
         if info is None or self.latent_hw is None or x.dim() != 3:
             return None
+        args, kwargs = _self_context_dropped(x, args, kwargs)
         if any(a is not None for a in args) or any(kwargs.get(k) is not None for k in _FOREIGN_INPUTS):
+            context = args[0] if args else kwargs.get("context")
+            if isinstance(context, torch.Tensor) and context.dim() == 3 and context.shape[1] > x.shape[1]:
+                self.note("ControlNet reference (or another extension) adds tokens to the self-attention of "
+                          "some layers; those calls are left unchanged")
             return None  # cross-attention, masks, extra tokens: not ours to change
         if kwargs.get("n_times_crossframe_attn_in_self"):
             return None

@@ -337,3 +337,163 @@ def test_ldm_patched_layers_keep_their_own_attn_precision(monkeypatch):
     finally:
         del fp32_layer.attn_precision
     assert ("middle", True) in seen and ("input", False) in seen and ("input", True) not in seen
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 9: inpainting with DDIM: SAG re-noises from the x the model saw (the blended one)
+# ---------------------------------------------------------------------------------------------
+def test_sag_uses_the_blended_latent_the_model_saw_when_inpainting_with_ddim(backend, monkeypatch):  # noqa: F811
+    """sd_samplers_cfg_denoiser.py `CFGDenoiser.forward`: with `mask_before_denoising` (set by
+    `CFGDenoiserTimesteps`, sd_samplers_timesteps.py) and a mask, x is replaced by
+    `apply_blend(x)` = x * nmask + init_latent * mask before x_in is built. processing.py
+    `StableDiffusionProcessingImg2Img.init` sets p.mask = 1 - latent mask and p.nmask = latent mask."""
+    from lib_sloth.sag import SagPass
+    from modules import processing
+
+    init = processing.StableDiffusionProcessingImg2Img.init
+
+    def init_with_mask(self, *args):
+        init(self, *args)
+        keep = torch.zeros(1, 1, 8, 8)
+        keep[..., :, :4] = 1.0  # the left half is kept from the image
+        self.mask, self.nmask = keep, 1.0 - keep
+
+    monkeypatch.setattr(processing.StableDiffusionProcessingImg2Img, "init", init_with_mask)
+    guided, seen = [], []
+    guide = SagPass.guide
+
+    def spy(self, cfg, x, uncond, call_model, **kwargs):
+        guided.append(x.clone())
+        return guide(self, cfg, x, uncond, call_model, **kwargs)
+
+    monkeypatch.setattr(SagPass, "guide", spy)
+    from modules import shared
+
+    apply_model = shared.sd_model.apply_model
+
+    def record(x, t, cond):
+        seen.append(x.clone())
+        return apply_model(x, t, cond)
+
+    monkeypatch.setattr(shared.sd_model, "apply_model", record)
+    generate({"sag.enabled": True, "sag.scale": 1.0}, sampler="DDIM", steps=6, size=64, img2img=True,
+             denoising_strength=0.8)
+    assert guided
+    # each step: the CFG call (cond + uncond rows), then SAG's extra call; the guided x must be the
+    # uncond rows of the CFG call, i.e. the blended latent
+    cfg_calls = [x for x in seen if x.shape[0] == 2]
+    assert len(cfg_calls) == len(guided)
+    for x, model_saw in zip(guided, cfg_calls):
+        assert torch.equal(x, model_saw[-1:])
+    init_latent = backend.passes[-1].init_latent
+    assert torch.equal(guided[0][..., :4], init_latent[..., :4])  # the kept half is the image itself
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 3: edit models (InstructPix2Pix): SAG is skipped with a note, no map is computed
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def edit_model(webui):  # noqa: F811
+    import standin
+    import standin_sd_model
+    from modules import shared
+
+    previous = shared.sd_model
+    standin.use_model(standin_sd_model.make_edit_model())
+    yield
+    standin.use_model(previous)
+
+
+def test_edit_models_skip_sag_without_computing_a_map(backend, edit_model, monkeypatch):  # noqa: F811
+    """sd_samplers_cfg_denoiser.py `CFGDenoiser.forward`: `is_edit_model` (cond_stage_key "edit",
+    image_cfg_scale set and not 1) lays out cond + uncond + uncond rows (the last with a zero image)
+    and combines through `combine_denoised_for_edit_model`, never `combine_denoised`."""
+    from lib_sloth import sag_capture
+
+    maps = []
+    capture = sag_capture.attention_with_map
+    monkeypatch.setattr(sag_capture, "attention_with_map", lambda *a, **k: maps.append(1) or capture(*a, **k))
+    import lib_sloth.sag as sag_module
+    monkeypatch.setattr(sag_module, "attention_with_map", sag_capture.attention_with_map)
+    plain, _ = generate(enabled=False, img2img=True, denoising_strength=0.6, size=64, image_cfg_scale=1.5)
+    out, p = generate({"sag.enabled": True, "sag.scale": 1.0}, img2img=True, denoising_strength=0.6, size=64,
+                      image_cfg_scale=1.5)
+    assert not maps and backend.passes[-1].sloth_pass.sag.extra_calls == 0
+    assert "edit models" in p.extra_generation_params.get("Sloth notes", "")
+    assert torch.equal(out, plain)
+    # Image CFG scale 1 is an ordinary layout (the WebUI says so too): SAG runs
+    generate({"sag.enabled": True, "sag.scale": 1.0}, img2img=True, denoising_strength=0.6, size=64,
+             image_cfg_scale=1.0)
+    assert maps and backend.passes[-1].sloth_pass.sag.extra_calls > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 2: ControlNet reference units: attn1(x, context=x) is self-attention, a bank is not ours
+# ---------------------------------------------------------------------------------------------
+class ReferenceBlockHook:
+    """Mirrors sd-webui-controlnet scripts/hook.py `hacked_basic_transformer_inner_forward`, as
+    installed on every BasicTransformerBlock by a reference unit: attn1 is always called with an
+    explicit context, `self_attention_context = x_norm1` itself, or in the Read phase with a filled
+    bank `torch.cat([x_norm1] + bank, dim=1)`; attn2 and ff follow as in ldm."""
+
+    def __init__(self, unet):
+        self.blocks = [m for m in unet.modules() if type(m).__name__ == "BasicTransformerBlock"]
+        self.mode = "none"  # "write" fills the bank, "read" uses it
+
+    def __enter__(self):
+        for block in self.blocks:
+            block.bank = []
+            block._forward = self._hooked(block)
+        return self
+
+    def __exit__(self, *exc):
+        for block in self.blocks:
+            del block._forward, block.bank
+
+    def _hooked(self, block):
+        def forward(x, context=None):
+            x_norm1 = block.norm1(x)
+            self_attention_context = x_norm1
+            if self.mode == "write":
+                block.bank.append(x_norm1.detach().clone())
+            if self.mode == "read" and block.bank:
+                self_attention_context = torch.cat([self_attention_context] + block.bank, dim=1)
+            x = block.attn1(x_norm1, context=self_attention_context) + x
+            x = block.attn2(block.norm2(x), context=context) + x
+            return block.ff(block.norm3(x)) + x
+
+        return forward
+
+
+def test_controlnet_reference_self_context_is_rewritten_and_a_bank_is_left_alone():
+    torch.set_num_threads(1)
+    unet = sd15_unet(context_dim=64)
+    x, t, c = unet_inputs(unet, 1, 16, 16)
+    settings = settings_from_dict({"slothful.enabled": True, "slothful.keep_middle": False})
+
+    def run(hook_mode=None):
+        with SlothPatch(unet, settings) as patch:
+            patch.set_step(4, 10)
+            if hook_mode is None:
+                out = unet(x, t, c)
+            else:
+                with ReferenceBlockHook(unet) as hook:
+                    hook.mode = hook_mode
+                    out = unet(x, t, c)
+                    if hook_mode == "read":  # a bank written by the reference image's pass, then read
+                        hook.mode = "write"
+                        unet(x, t, c)
+                        hook.mode = "read"
+                        patch.rewritten.clear()
+                        out = unet(x, t, c)
+        return out, patch
+
+    with torch.no_grad():
+        plain, plain_patch = run()
+        hooked, hooked_patch = run("none")
+        read, read_patch = run("read")
+    assert torch.equal(hooked, plain)  # context is x: the same rewrite on every layer
+    assert hooked_patch.rewritten == plain_patch.rewritten and plain_patch.rewritten
+    assert not read_patch.rewritten  # every layer got x + bank: not self-attention any more
+    assert sum("ControlNet reference" in n for n in read_patch.notes) == 1
+    assert not any("ControlNet reference" in n for n in hooked_patch.notes)

@@ -96,7 +96,7 @@ class A1111Pass:
 
         def forward(x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
             self.patch.set_step(*self.clock.now(sigma))
-            if self.sag.active:
+            if self.sag.active and not self._edit_model():
                 self._call = DenoiserCall(x, sigma, self._rows_in(x, cond))
                 self._wrap_inner()
             try:
@@ -107,6 +107,19 @@ class A1111Pass:
                 self.sag.disarm()
 
         self._set(self.denoiser, "forward", forward)  # instance attribute: gone with the denoiser
+
+    def _edit_model(self) -> bool:
+        """InstructPix2Pix-style edit models lay a call out as cond + 2B rows (text-uncond with and
+        without the image) and combine them in combine_denoised_for_edit_model, which SAG does not
+        support: it is skipped, with no map recorded. Same test as CFGDenoiser.forward's is_edit_model."""
+        from modules import shared
+
+        scale = getattr(self.denoiser, "image_cfg_scale", None)
+        edit = getattr(shared.sd_model, "cond_stage_key", None) == "edit" and scale is not None and scale != 1.0
+        if edit:
+            self.patch.note("SAG skipped: edit models (InstructPix2Pix) combine cond, image and uncond rows in a "
+                            "way SAG does not support; set Image CFG scale to 1 to use SAG with them")
+        return edit
 
     def _rows_in(self, x, cond) -> int:
         """Rows of the full cond + uncond batch this call lays out (AND prompts add cond rows)."""
@@ -134,6 +147,9 @@ class A1111Pass:
                 self.sag.arm(rows)
                 if len(rows) == call.uncond:
                     call.uncond_cond = _take_rows(kwargs.get("cond"), rows)
+                    # what the model really saw: DDIM / PLMS / UniPC blend the inpainting mask into x
+                    # before denoising (mask_before_denoising), and cfg_denoiser callbacks may replace x
+                    call.uncond_x, call.uncond_sigma = x_in[rows], sigma_in[rows]
             try:
                 return original(x_in, sigma_in, **kwargs)
             finally:
@@ -152,6 +168,8 @@ class A1111Pass:
             n = uncond.shape[0] if not isinstance(uncond, dict) else uncond["crossattn"].shape[0]
             real = call.uncond_cond is not None and x_out.shape[0] == call.total
             x, sigma = call.x, call.sigma
+            if call.uncond_x is not None:
+                x, sigma = call.uncond_x, call.uncond_sigma
             inner = self._inner_forward
             cond_dict = call.uncond_cond
 
@@ -227,6 +245,7 @@ class DenoiserCall:
         self.uncond = x.shape[0]
         self.offset = 0
         self.uncond_cond = None  # the uncond rows' conditioning, once one UNet call held all of them
+        self.uncond_x = self.uncond_sigma = None  # and their model input and noise level
 
     def uncond_rows_of_next(self, rows: int) -> List[int]:
         start, self.offset = self.offset, self.offset + rows

@@ -50,6 +50,8 @@ class _LdmWrapper(nn.Module):
             return self.diffusion_model(x, t, context=torch.cat(c_crossattn, 1))
         if self.conditioning_key == 'crossattn-adm':
             return self.diffusion_model(x, t, context=torch.cat(c_crossattn, 1), y=c_adm)
+        if self.conditioning_key == 'hybrid':  # inpainting and InstructPix2Pix: image latent concatenated
+            return self.diffusion_model(torch.cat([x] + c_concat, dim=1), t, context=torch.cat(c_crossattn, 1))
         raise NotImplementedError(self.conditioning_key)
 
 
@@ -141,11 +143,11 @@ class ContextEchoUNet(nn.Module):
         return torch.zeros_like(x) + per_row[:, None, None, None].to(x.dtype)
 
 
-def tiny_unet(kind="sd1", context_dim=32, model_channels=32, adm_dim=16):
+def tiny_unet(kind="sd1", context_dim=32, model_channels=32, adm_dim=16, in_channels=4):
     """A very small random-weight ``ldm`` UNet (two levels, attention at both)."""
     from ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    kwargs = dict(image_size=8, in_channels=4, out_channels=4, model_channels=model_channels,
+    kwargs = dict(image_size=8, in_channels=in_channels, out_channels=4, model_channels=model_channels,
                   attention_resolutions=[1, 2], num_res_blocks=1, channel_mult=[1, 2], num_head_channels=16,
                   use_spatial_transformer=True, transformer_depth=1, context_dim=context_dim, legacy=False)
     if kind == "sdxl":
@@ -154,6 +156,17 @@ def tiny_unet(kind="sd1", context_dim=32, model_channels=32, adm_dim=16):
     unet = UNetModel(**kwargs).eval()
     unet.context_dim = context_dim
     return unet
+
+
+def make_edit_model(tokens=8, context_dim=32):
+    """An InstructPix2Pix-like model: ``cond_stage_key == "edit"``, ``hybrid`` conditioning (the
+    source image's latent concatenated to x, so the UNet takes 8 channels), as ldm's
+    ``LatentDiffusion`` with ``conditioning_key: hybrid`` and ``cond_stage_key: edit`` is set up."""
+    model = TinyLatentDiffusion(tiny_unet("sd1", context_dim=context_dim, in_channels=8), kind="sd1",
+                                context_dim=context_dim, tokens=tokens)
+    model.cond_stage_key = "edit"
+    model.model.conditioning_key = "hybrid"
+    return model
 
 
 def make_model(kind="sd1", tokens=8, context_dim=32, adm_dim=16, echo=False):

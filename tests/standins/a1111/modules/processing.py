@@ -230,8 +230,14 @@ class StableDiffusionProcessing:
         return txt2img_image_conditioning(self.sd_model, x, width or self.width, height or self.height)
 
     def img2img_image_conditioning(self, source_image, latent_image, image_mask=None, round_image_mask=True):
-        if self.sampler.conditioning_key in {'hybrid', 'concat'} or self.sd_model.cond_stage_key == "edit":
-            raise NotImplementedError("inpainting / edit models are not supported by the stand-in")
+        if self.sd_model.cond_stage_key == "edit":
+            # edit_image_conditioning: the source image's first-stage encoding; the stand-in's
+            # img2img may be given that latent directly (init_latent)
+            if source_image is not None:
+                return self.sd_model.get_first_stage_encoding(self.sd_model.encode_first_stage(source_image))
+            return latent_image
+        if self.sampler.conditioning_key in {'hybrid', 'concat'}:
+            raise NotImplementedError("inpainting models are not supported by the stand-in")
         return latent_image.new_zeros(latent_image.shape[0], 5, 1, 1)
 
     def init(self, all_prompts, all_seeds, all_subseeds):
