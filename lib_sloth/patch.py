@@ -72,12 +72,14 @@ class SlothPatch:
         self.rewritten: Counter = Counter()  # layer name -> calls rewritten, for info and tests
         self._plan_settings = settings  # what the planners see this forward (see _settings_now)
         self._entered = 0
-        self._patcher = ForwardPatcher(self.note)
+        # a forward replaced while patched is noted, except when retargeting: the WebUI's model load re-applies its own
+        self._patcher = ForwardPatcher(lambda message: None if self._retargeting else self.note(message))
         # Set by a front end (the engine stays WebUI-free), read at every call:
         # kv_source(x) -> (k_in, v_in): what the layer's K and V are computed from (A1111 passes its
         # hypernetworks); None = x itself. upcast_for(layer) -> bool: the WebUI's own precision choice
         # (A1111's "Upcast cross attention layer to float32"); None = the layer's `attn_precision`
         # (ldm_patched / ComfyUI set torch.float32 per layer). settings.upcast_attention forces fp32.
+        self._retargeting = False
         self.kv_source: Optional[Callable] = None
         self.upcast_for: Optional[Callable[[nn.Module], bool]] = None
 
@@ -139,6 +141,24 @@ class SlothPatch:
         if active:
             self.note(f"{active} attention layers carry their own forward (e.g. HyperTile); "
                       "sloth rewrites them where active and calls their forward elsewhere")
+
+    def retarget(self, unet: nn.Module) -> bool:
+        """Follow the sampler to another UNet in the middle of a pass (A1111's refiner switch builds
+        a new model inside the CFG denoiser): the old one is left as it was found, the new one is
+        indexed and patched with the same settings, step and seed. False if it is the same UNet."""
+        if unet is self.unet:
+            return False
+        active = self._entered > 0
+        if active:
+            self._retargeting = True  # the WebUI re-applied its attention forward on load: expected
+            try:
+                self._uninstall()
+            finally:
+                self._retargeting = False
+        self.unet, self.index = unet, None
+        if active and (any_active(self.settings) or self.interceptors):
+            self._install()
+        return True
 
     def _uninstall(self) -> None:
         self._patcher.restore()

@@ -497,3 +497,63 @@ def test_controlnet_reference_self_context_is_rewritten_and_a_bank_is_left_alone
     assert not read_patch.rewritten  # every layer got x + bank: not self-attention any more
     assert sum("ControlNet reference" in n for n in read_patch.notes) == 1
     assert not any("ControlNet reference" in n for n in hooked_patch.notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 1: the refiner switch builds a new UNet mid-pass: it is patched too, same settings and clock
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def refiner(webui, monkeypatch):  # noqa: F811
+    """The user ticks "Refiner" with a checkpoint (processing_scripts/refiner.py `setup`); the
+    checkpoint is another model, as SDXL base -> refiner always is (sd_models.reload_model_weights
+    loads a new model and re-applies the attention optimisation to the attention classes)."""
+    import standin
+    from modules import sd_models, shared
+    from test_a1111_backend import make_model
+
+    base = shared.sd_model
+    sd_models.register_checkpoint("base", base)
+    refiner_model = make_model("sd1")
+    refiner_model.model.diffusion_model.load_state_dict(
+        {k: v + 0.05 * torch.randn_like(v) for k, v in base.model.diffusion_model.state_dict().items()})
+    sd_models.register_checkpoint("refiner", refiner_model)
+    refiner_model.decode_first_stage = lambda z: base.decode_first_stage(z)  # generate() captures there
+
+    def setup(self, p, *args):
+        p.refiner_checkpoint, p.refiner_switch_at = "refiner", 0.5
+
+    for runner in (scripts.scripts_txt2img, scripts.scripts_img2img):  # the loaded script's class
+        monkeypatch.setattr(type(runner.script("Refiner")), "setup", setup)
+    yield base, refiner_model
+    standin.use_model(base)
+    sd_models.checkpoints_list.clear()
+
+
+def test_refiner_unet_is_patched_with_the_same_settings_and_clock(backend, refiner):  # noqa: F811
+    """sd_samplers_cfg_denoiser.py `CFGDenoiser.forward` calls sd_samplers_common.py `apply_refiner`
+    first: past `refiner_switch_at` it runs `sd_models.reload_model_weights(info=...)`,
+    `p.setup_conds()` and `cfg_denoiser.update_inner_model()`; the same sampler (and step
+    callback) keeps going on the new model."""
+    from ldm.modules.attention import CrossAttention
+    from modules import sd_models
+
+    base, refiner_model = refiner
+    class_forward = CrossAttention.__dict__["forward"]
+    out, p = generate({"slothful.enabled": True, "slothful.keep_middle": False, "sag.enabled": True,
+                       "sag.scale": 1.0}, steps=6, size=64, sampler="Euler")
+    sloth_pass = backend.passes[-1].sloth_pass
+    assert p.extra_generation_params.get("Refiner") == "refiner"  # the WebUI did switch
+    assert sloth_pass.patch.unet is refiner_model.model.diffusion_model
+    assert "Refiner: its UNet was patched too" in p.extra_generation_params.get("Sloth notes", "")
+    assert "was replaced while patched" not in p.extra_generation_params.get("Sloth notes", "")
+    refiner_layers = {n for n in sloth_pass.patch.rewritten}
+    assert refiner_layers  # the refiner's layers were rewritten after the switch
+    assert sloth_pass.sag.extra_calls == 6  # one SAG call per step, on both models
+    assert sloth_pass.clock.total == 6 and sloth_pass.clock.step == 6  # one clock over the whole pass
+    # nothing left behind on either model, and the class forward is the WebUI's own again
+    assert CrossAttention.__dict__["forward"] is class_forward is sd_models.OPTIMISED_FORWARD
+    for model in (base, refiner_model):
+        unet = model.model.diffusion_model
+        assert not unet._forward_pre_hooks
+        assert not any("forward" in m.__dict__ for m in unet.modules() if isinstance(m, CrossAttention))
+    assert torch.isfinite(out).all()

@@ -87,6 +87,7 @@ class A1111Pass:
         self._inner = None  # the inner model we wrapped (the WebUI may replace it mid-pass)
         self._inner_forward = None
         self._wrap_forward()
+        self._wrap_update_inner_model()
         if self.sag.active:
             self._wrap_combine()
 
@@ -107,6 +108,38 @@ class A1111Pass:
                 self.sag.disarm()
 
         self._set(self.denoiser, "forward", forward)  # instance attribute: gone with the denoiser
+
+    def _wrap_update_inner_model(self) -> None:
+        """The refiner switch (sd_samplers_common.apply_refiner, called at the top of the CFG
+        denoiser's forward) loads the refiner -- for SDXL a new model with a new UNet -- and then calls
+        `update_inner_model`: follow it there, before the call's first UNet call."""
+        original = getattr(self.denoiser, "update_inner_model", None)
+        if original is None:
+            return
+
+        def update_inner_model(*args, **kwargs):
+            result = original(*args, **kwargs)
+            self._follow_model()
+            return result
+
+        self._set(self.denoiser, "update_inner_model", update_inner_model)
+
+    def _follow_model(self) -> None:
+        model = getattr(getattr(self.denoiser, "inner_model", None), "inner_model", None)
+        unet = getattr(getattr(model, "model", None), "diffusion_model", None)
+        if unet is None:
+            self.patch.note("Refiner: the refiner is not a UNet model; it ran without Sloth")
+            self.patch.retarget(_NoUNet())
+            return
+        if not self.patch.retarget(unet):
+            return
+        if self._call is not None:
+            self._wrap_inner()  # SAG arms the refiner's inner model from this call on
+        if self.patch.installed:
+            self.patch.note(f"Refiner: its UNet was patched too, with the same settings "
+                            f"({len(self.patch.layers)} self-attention layers)")
+        else:
+            self.patch.note("Refiner: its UNet has no self-attention layers Sloth can rewrite; it ran without Sloth")
 
     def _edit_model(self) -> bool:
         """InstructPix2Pix-style edit models lay a call out as cond + 2B rows (text-uncond with and
@@ -229,6 +262,10 @@ def _hypernetwork_source():
         return hypernetwork.apply_hypernetworks(loaded, x)
 
     return source
+
+
+class _NoUNet(torch.nn.Module):
+    """Stands for a model without a UNet: indexing it finds no layers, so nothing is patched."""
 
 
 class DenoiserCall:

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules import devices, errors, infotext_utils, prompt_parser, rng, scripts, sd_samplers, sd_samplers_common
+from modules import devices, errors, infotext_utils, prompt_parser, rng, scripts, sd_models, sd_samplers, sd_samplers_common
 from modules.sd_samplers_common import approximation_indexes, decode_first_stage, images_tensor_to_samples
 from modules.shared import opts, state
 import modules.shared as shared
@@ -529,6 +529,11 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
 
         for k, v in p.override_settings.items():
             opts.set(k, v, is_api=True, run_callbacks=False)
+
+        if p.refiner_checkpoint not in (None, "", "None", "none"):
+            p.refiner_checkpoint_info = sd_models.get_closet_checkpoint_match(p.refiner_checkpoint)
+            if p.refiner_checkpoint_info is None:
+                raise Exception(f'Could not find checkpoint with name {p.refiner_checkpoint}')
 
         sd_samplers.fix_p_invalid_sampler_and_scheduler(p)
 

@@ -20,8 +20,13 @@ Kept exactly:
 ``TorchHijack.randn_like`` falls back to ``torch.randn_like`` when ``p.rng`` is ``None``
 (tests that drive a sampler without ``process_images``).
 
-Simplified: ``apply_refiner`` supports no refiner (it returns ``False`` after the
-same bookkeeping); VAE helpers call ``model.decode_first_stage`` /
+``apply_refiner(cfg_denoiser, sigma)``: the switch point from sigma (argmin over the inner model's
+``sigmas``; timestep samplers' sigma is the timestep) or from the step count; then, past
+``p.refiner_switch_at`` with a ``p.refiner_checkpoint_info`` that is not the loaded one (and the
+hires-fix pass rules), ``sd_models.reload_model_weights(info=...)``, ``p.setup_conds()`` and
+``cfg_denoiser.update_inner_model()``, returning True.
+
+Simplified: VAE helpers call ``model.decode_first_stage`` /
 ``model.encode_first_stage`` of the test model; no Brownian noise sampler.
 """
 import inspect
@@ -30,7 +35,7 @@ from collections import namedtuple
 import torch
 
 import k_diffusion.sampling
-from modules import devices, shared
+from modules import devices, sd_models, shared
 from modules.shared import opts, state
 
 SamplerDataTuple = namedtuple('SamplerData', ['name', 'constructor', 'aliases', 'options'])
@@ -94,10 +99,27 @@ def apply_refiner(cfg_denoiser, sigma=None):
         completed_ratio = (999 - timestep) / 1000
 
     refiner_switch_at = cfg_denoiser.p.refiner_switch_at
+    refiner_checkpoint_info = cfg_denoiser.p.refiner_checkpoint_info
     if refiner_switch_at is not None and completed_ratio < refiner_switch_at:
         return False
-    # the stand-in has no checkpoints to switch to
-    return False
+    if refiner_checkpoint_info is None or shared.sd_model.sd_checkpoint_info == refiner_checkpoint_info:
+        return False
+    if getattr(cfg_denoiser.p, "enable_hr", False):
+        is_second_pass = cfg_denoiser.p.is_hr_pass
+        if opts.hires_fix_refiner_pass == "first pass" and is_second_pass:
+            return False
+        if opts.hires_fix_refiner_pass == "second pass" and not is_second_pass:
+            return False
+        if opts.hires_fix_refiner_pass != "second pass":
+            cfg_denoiser.p.extra_generation_params['Hires refiner'] = opts.hires_fix_refiner_pass
+    cfg_denoiser.p.extra_generation_params['Refiner'] = refiner_checkpoint_info.short_title
+    cfg_denoiser.p.extra_generation_params['Refiner switch at'] = refiner_switch_at
+    with sd_models.SkipWritingToConfig():
+        sd_models.reload_model_weights(info=refiner_checkpoint_info)
+    devices.torch_gc()
+    cfg_denoiser.p.setup_conds()
+    cfg_denoiser.update_inner_model()
+    return True
 
 
 class TorchHijack:
