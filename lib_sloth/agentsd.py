@@ -1,50 +1,14 @@
 """AgentSD: ToMe token merging plus agent attention in self-attention, early/late step schedule.
 
-After Han et al., "Agent Attention" (ECCV 2024), whose AgentSD builds on tomesd. For a merged
-layer, one patched attn1 call does
+After Han et al., "Agent Attention" (ECCV 2024), whose AgentSD builds on tomesd. For a merged layer
+one patched attn1 call does
 
-    x [B, N, C] (norm1 output) --merge--> [B, M, C] --attention--> [B, M, inner] --unmerge--> [B, N, inner]
+    x [B, N, C] --merge--> [B, M, C] --(agent) attention--> [B, M, inner] --unmerge--> [B, N, inner]
 
-and the patch applies `to_out` per token, so merge -> attention -> unmerge inside attn1 equals the
-original's merge around the whole attn1 (to_out commutes with copying rows). Cross-attention and
-the MLP are untouched.
-
-What it does
-- ToMe (lib_sloth.tome): one dst per sx x sy cell, each src matched to its most similar dst
-  (cosine), the `ratio`·N best-matched src averaged into their dst; after attention every merged
-  src takes its dst's output.
-- Agents: a second, stronger merge of the same plan with `agent_ratio` gives N - agent_ratio·N
-  agent tokens (never fewer than the N/(sx·sy) dst). They are used only when 2·agents < M;
-  otherwise the layer runs plain ToMe attention (SDPA). With the authors' defaults the early
-  phase (4x4 cells, agent_ratio 0.95) uses agents and the late phase (2x2, 0.5) is plain ToMe.
-- Agent attention on the M merged tokens, A = to_q(agents):
-      agent_v = softmax(A·Kᵀ·d^-½)·V,   out = softmax(Q·Aᵀ·d^(-½·k_scale2))·agent_v + k_shortcut·V.
-  Both softmax products are SDPA calls (exact: SDPA takes the scale), so neither the M x A nor
-  the A x M map is ever held in memory.
-
-Choices (and why)
-- Similarity metric: inside attn1 only norm1(x) is at hand, so that is what is compared; tomesd
-  and the authors compare the block input before norm1. LayerNorm rescales each token and shifts
-  its features, so the matching is close but not identical to theirs; the merge itself (what is
-  averaged, what is copied back) is the same, and `tome` equals tomesd on the same metric.
-- Random dst: seeded from (generation seed, step, level) on a CPU generator, so cond and uncond
-  calls of a step, every rerun and every device make the same choice; all layers of a level share
-  it within a step and it changes every step. As in tomesd and the authors' code it is switched
-  off for odd batch sizes (the first cell position is used), which also makes batch-1 results
-  match theirs with use_rand off.
-- Levels: a layer is merged when 2**level <= max_downsample, with level 0 = the shallowest level
-  that has self-attention (so the default 1 merges the highest-resolution attention on SDXL too).
-- Schedule: early settings while step < switch_at·total, late ones after; `total` is the steps
-  of this pass, so img2img and the hires pass switch at the same fraction. A phase with ratio 0
-  (or a grid without a whole cell) leaves its layers to the original forward: bit-identical.
-- Precision: `fp32` (or the global `upcast_attention`) runs both similarity products and their
-  softmaxes in fp32 and casts the result back (SD2.x overflows fp16 here).
-
-Composition: validation refuses AgentSD together with Near-sighted Tile/Attention. With Slothful
-on as well, `plan_agentsd` runs first: AgentSD takes the layers it merges at this step and
-Slothful the rest. If tomesd (e.g. the WebUI's own "Token merging ratio") is active on the UNet,
-the patch skips AgentSD and says so in its notes rather than merging tokens twice
-(`merged_by_tomesd`, `without_agentsd`).
+and the patch applies `to_out` per token. With agents A = to_q(merge_agents(x)):
+    out = softmax(Q·Aᵀ·d^(-½·k_scale2)) · softmax(A·Kᵀ·d^-½) · V + k_shortcut·V.
+`plan_agentsd` returns None (the original forward) for layers and steps it does not merge.
+Why the metric, seeding, levels and schedule are what they are: docs/design.md.
 """
 from __future__ import annotations
 

@@ -11,26 +11,12 @@ SlothPatch is entered (its interceptor must be there when the patch installs):
         cfg = combine(out)                           # the WebUI's own CFG combine
         cfg = sag.guide(cfg, x, out[uncond_rows], call_model, space=..., prediction=...)
 
-`guide` drops the map whatever happens, blurs the uncond prediction where that map says the
-uncond attends most, re-noises the blurred prediction with the uncond's own noise, calls the
-model once more with the uncond conditioning, and returns cfg + scale * (degraded - sag_pred).
-That form (not the paper's) is the one the WebUI implementations converged on.
-
-The math lives in x0 space (sag_guidance); sag_guidance_pred wraps it for models that predict
-eps (A1111's DDIM/PLMS/UniPC) or v, converting through lib_sloth.prediction.NoiseSpace.
-
-Decisions:
-- Re-noising keeps the uncond's implied noise in the model's own input space:
-  x + a * (degraded - uncond_x0) with x = a*x0 + b*eps (a = 1 for k-diffusion sigma space,
-  sqrt(alphas_cumprod[t]) for timestep denoisers). See NoiseSpace.renoise.
-- No skip for small latents. ComfyUI skips when min(H, W) <= 4 because its fixed 9-tap blur
-  reflect-pads by 4; our blur falls back to replicate padding, so every size is well defined.
-- Steps without a real uncond are skipped by the caller's word (uncond_is_real=False), or
-  when no map was recorded; both return cfg itself and make no model call.
-- If several armed calls reach the recorded layer before `guide` (A1111 splitting cond and
-  uncond into separate calls), the last one wins; A1111 always runs the uncond call last.
-- Memory: the map is rows*heads*N*N fp32. At 1024^2: SD1.x 8 heads x 256^2 = 2 MiB per uncond
-  image; SDXL 20 heads x 1024^2 = 80 MiB per uncond image. It lives for one guidance only.
+`guide` drops the map whatever happens and returns cfg + scale * (degraded - sag_pred), where
+degraded is the uncond prediction blurred where the uncond attends most and sag_pred the model's
+prediction for it (one more model call, uncond conditioning). The math is in x0 space
+(`sag_guidance`); `sag_guidance_pred` converts eps / v through lib_sloth.prediction.NoiseSpace.
+Steps without a real uncond, or without a recorded map, return cfg itself with no model call.
+Why this form, the re-noising and the memory bound: docs/design.md.
 """
 from __future__ import annotations
 

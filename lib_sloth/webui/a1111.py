@@ -1,20 +1,11 @@
 """AUTOMATIC1111 adapter: one sampling pass = one wrapped CFG denoiser.
 
-`p.sampler.model_wrap_cfg` (the CFGDenoiser) is a fresh object for every pass (first pass,
-hires pass, img2img), so everything here is attached to that instance and dies with it:
-
-- its `forward` is wrapped: every denoiser call enters the engine's SlothPatch (class-level
-  attention patch, chained to whatever optimisation the WebUI installed at that moment) with
-  the pass's real step and step total from StepClock;
-- for SAG, its inner model (the k-diffusion CompVis(V)Denoiser, or CompVisTimestepsDenoiser for
-  DDIM / PLMS / UniPC) is wrapped to arm the map recording on exactly the uncond rows of each
-  UNet call, and its `combine_denoised` to add the guidance to the CFG result before the mask
-  blend. Timestep denoisers hand eps and integer timesteps: the guidance converts through
-  alphas_cumprod instead of silently doing nothing.
-
-A1111 lays a denoiser call out as cond rows (one per AND sub-prompt) then one uncond row per
-image; when it splits the batch into several UNet calls they run in that order (the separate
-uncond call last). Rows are tracked by absolute offset, so chunked calls never mix maps.
+`attach` wraps, per instance, the pass's `p.sampler.model_wrap_cfg` (a fresh CFGDenoiser per
+pass, so the wrappers die with it): its `forward` enters the engine's SlothPatch with the pass's
+real step and total (`StepClock`); for SAG its inner model arms the map recording on exactly the
+uncond rows of each UNet call and its `combine_denoised` adds the guidance. Everything of one
+denoiser call lives on a `DenoiserCall`, dropped when the call ends. Row layout and timestep
+denoisers: docs/design.md.
 """
 from __future__ import annotations
 
