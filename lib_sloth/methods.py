@@ -58,7 +58,7 @@ class Method:
         return self.block(settings).active
 
 
-_REWRITE = ("they rewrite the same self-attention layers in different ways")
+_REWRITE = "they rewrite the same self-attention layers in different ways"
 _TOKEN_GRID = ("both start at the shallowest attention level and tiling needs the token grid that merging "
                "removes")
 
