@@ -68,7 +68,7 @@ class SlothPatch:
         self.notes: List[str] = []
         self.interceptors: List[Interceptor] = []
         self.recorder = None  # a maps.MapRecorder when the user asked for maps; None = record nothing
-        self.index: Optional[LayerIndex] = None  # built at the first install: the UNet does not change in a pass
+        self.index: Optional[LayerIndex] = None  # built at the first install, again only after `retarget`
         self.rewritten: Counter = Counter()  # layer name -> calls rewritten, for info and tests
         self._plan_settings = settings  # what the planners see this forward (see _settings_now)
         self._entered = 0
