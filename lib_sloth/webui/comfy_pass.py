@@ -296,7 +296,8 @@ class ComfyPass:
 
 # ---- helpers ----------------------------------------------------------------------------------
 def pass_cfg(p):
-    """The CFG scale this pass samples with: reForge's hires pass has its own ``hr_cfg``."""
+    """The CFG scale this pass samples with: the hires pass of reForge and Forge main uses ``p.hr_cfg``
+    (Forge main's CFG denoiser sets ``cond_scale = p.hr_cfg`` whenever ``p.is_hr_pass``)."""
     cfg = getattr(p, "cfg_scale", None)
     hr_cfg = getattr(p, "hr_cfg", None)
     if getattr(p, "is_hr_pass", False) and isinstance(hr_cfg, (int, float)) and hr_cfg > 0:
