@@ -29,10 +29,15 @@ def grid_for_tokens(tokens: int, latent_hw: Tuple[int, int]) -> Optional[Tuple[i
 
 
 def window_2d(stride: float, h: int, w: int) -> Tuple[int, int]:
-    """(sy, sx) window for a 2D reduction by `stride`: sy = ceil(sqrt(s)), sx = ceil(s/sy), clipped."""
-    sy = math.ceil(math.sqrt(stride))
-    sx = math.ceil(stride / sy)
-    return min(sy, h), min(sx, w)
+    """(sy, sx) window for a 2D reduction by `stride` on an h x w grid.
+
+    sy = min(ceil(sqrt(s)), h) first, then sx = min(ceil(s / sy), w) from the clipped sy, as the
+    original node does: a grid too short for a square window gets a wider one, so the reduction
+    stays close to s (32 x 128 latent, level 3 grid 4 x 16, s = 20: (4, 5), not (4, 4)).
+    """
+    sy = min(math.ceil(math.sqrt(stride)), h)
+    sx = min(math.ceil(stride / sy), w)
+    return sy, sx
 
 
 def window_1d(stride: float, n: int) -> int:

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from .agentsd import agentsd_attention
-from .geometry import window_2d
+from .geometry import window_1d, window_2d
 from .layer_call import LayerCall
 from .nearsighted import nearsighted_shape, tiled_attention
 from .sag import SagPass
@@ -234,7 +234,9 @@ def _tiled_share(kw, h: int, w: int) -> float:
     grid: TileGrid = kw["grid"]
     stride, block, pool_stride = kw["global_stride"], kw["pool_block"], kw["pool_stride"]
     global_keys = 0
-    if stride is not None:
+    if stride is not None and block is not None and block.mode.startswith("1D"):
+        global_keys = math.ceil(h * w / window_1d(stride, h * w))  # every g-th token (nearsighted.global_sources)
+    elif stride is not None:
         gy, gx = window_2d(stride, h, w)
         global_keys = math.ceil(h / gy) * math.ceil(w / gx)
     pairs = 0  # sum over queries of the keys each sees

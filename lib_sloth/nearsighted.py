@@ -1,5 +1,11 @@
 """Near-sighted Tile and Near-sighted Attention: each tile's queries attend to the tile's own
-tokens (pooled, for Near-sighted Attention) plus a strided global sample of the whole image."""
+tokens (pooled, for Near-sighted Attention) plus a global sample of the whole image.
+
+The global sample of Near-sighted Tile is a strided 2D pick. Near-sighted Attention's is the
+layer's own Slothful reduction at the global stride, as in the original node: its mode (1D picks
+every n-th token in row order, 2D a strided 2D pick) and, with k/v blends > 0, the lerp of that
+pick with the pooled window of the local reduction's size anchored at each picked token.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,11 +13,12 @@ from functools import partial
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from . import schedule
 from .attention import attend, kv_inputs
 from .fields import Validated, nested, setting
-from .geometry import window_2d
+from .geometry import window_1d, window_2d
 from .layer_call import LayerCall, Runner
 from .slothful import PoolBlock, layer_stride, output_pool_block, pool_block_for, pooling_for, reduce_tokens, \
     run_slothful
@@ -61,8 +68,9 @@ def tiled_attention(module, x: torch.Tensor, grid: TileGrid, global_stride: Opti
                     pool_block: Optional[PoolBlock], pool_stride: float, upcast: bool) -> torch.Tensor:
     """Near-sighted attention of x: [B, h*w, C] -> [B, h*w, heads*d], before to_out.
 
-    global_stride None = purely local. pool_block None (or pool_stride <= 1) = local K/V are the
-    tile's own tokens (Near-sighted Tile); otherwise Slothful pooling inside each tile.
+    global_stride None = purely local. pool_block None = Near-sighted Tile: local K/V are the tile's
+    own tokens, the global sample a strided 2D pick. Otherwise Near-sighted Attention: Slothful
+    pooling inside each tile (none while pool_stride <= 1) and global_sources() for the global K/V.
     """
     b, n, c = x.shape
     h, w = grid.h, grid.w
@@ -77,14 +85,18 @@ def tiled_attention(module, x: torch.Tensor, grid: TileGrid, global_stride: Opti
         v_grid = module.to_v(v_in).view(b, h, w, -1)
 
     global_k = global_v = None
-    if global_stride is not None:
-        gy, gx = window_2d(global_stride, h, w)  # strided pick over the unpadded image
-        if pooled_local:
-            global_k = module.to_k(k_in_grid[:, ::gy, ::gx].reshape(b, -1, k_in_grid.shape[-1]))
-            global_v = module.to_v(v_in_grid[:, ::gy, ::gx].reshape(b, -1, v_in_grid.shape[-1]))
-        else:  # projection commutes with picking: reuse the projected grid
-            global_k = k_grid[:, ::gy, ::gx].reshape(b, -1, k_grid.shape[-1])
-            global_v = v_grid[:, ::gy, ::gx].reshape(b, -1, v_grid.shape[-1])
+    if global_stride is not None and pool_block is None:  # Near-sighted Tile: strided 2D pick
+        gy, gx = window_2d(global_stride, h, w)  # projection commutes with picking: reuse the grid
+        global_k = k_grid[:, ::gy, ::gx].reshape(b, -1, k_grid.shape[-1])
+        global_v = v_grid[:, ::gy, ::gx].reshape(b, -1, v_grid.shape[-1])
+    elif global_stride is not None:
+        if shared_kv:
+            k_src, v_src = global_sources(x, h, w, global_stride, pool_block, pool_stride)
+        else:  # keys from the K source, values from the V source (A1111 hypernetwork)
+            k_src = global_sources(k_in, h, w, global_stride, pool_block, pool_stride)[0]
+            v_src = global_sources(v_in, h, w, global_stride, pool_block, pool_stride)[1]
+        global_k = module.to_k(k_src)
+        global_v = module.to_v(v_src)
 
     out = q_grid.new_empty(b, h, w, q_grid.shape[-1])
     for rect in grid.rects():
@@ -110,6 +122,54 @@ def tiled_attention(module, x: torch.Tensor, grid: TileGrid, global_stride: Opti
             v = torch.cat([v, _per_tile(global_v, rect.tiles)], dim=1)
         untile(attend(q, k, v, module.heads, upcast), rect, out)
     return out.view(b, n, -1)
+
+
+def global_sources(x: torch.Tensor, h: int, w: int, global_stride: float, block: PoolBlock,
+                   local_stride: float) -> tuple:
+    """Near-sighted Attention's global K/V sources from x: [B, h*w, C] over the unpadded image.
+
+    The pick: 2D modes take every gy-th row and gx-th column, (gy, gx) = window_2d(global_stride);
+    1D modes every g-th token of the row-major sequence, g = ceil(global_stride). With a blend > 0
+    the source is lerp(pick, pooled, blend), where pooled is the layer's AVG/MAX over the local
+    reduction's window (window_2d / window_1d of local_stride, (1, 1) when it is <= 1) anchored at
+    each picked token; windows reaching past the right/bottom edge pool over their in-image cells,
+    so there are as many pooled tokens as picked ones.
+    """
+    b, n, c = x.shape
+    if block.mode.startswith("2D"):
+        grid = x.transpose(1, 2).reshape(b, c, h, w)
+        step = window_2d(global_stride, h, w)
+        size = window_2d(local_stride, h, w) if local_stride > 1 else (1, 1)
+    else:
+        grid = x.transpose(1, 2).reshape(b, c, 1, n)
+        step = (1, window_1d(global_stride, n))
+        size = (1, window_1d(local_stride, n)) if local_stride > 1 else (1, 1)
+    pick = grid[:, :, ::step[0], ::step[1]]
+    need_pool = (block.k_blend > 0 or block.v_blend > 0) and size != (1, 1)  # a 1x1 window is the pick
+    pooled = _pool_at(grid, size, step, block.mode.endswith("MAX")) if need_pool else pick
+
+    def blend(weight: float) -> torch.Tensor:
+        src = pick if weight == 0 else (pooled if weight == 1 else torch.lerp(pick, pooled, weight))
+        return src.flatten(2).transpose(1, 2)
+
+    k_src = blend(block.k_blend)
+    v_src = k_src if block.v_blend == block.k_blend else blend(block.v_blend)
+    return k_src, v_src
+
+
+def _pool_at(grid: torch.Tensor, size: tuple, step: tuple, use_max: bool) -> torch.Tensor:
+    """AVG/MAX of grid [B, C, H, W] over size-windows anchored every step cells, clipped to the grid:
+    [B, C, ceil(H/sy), ceil(W/sx)]. Cells past the edge are -inf for MAX and left out of the mean."""
+    _, _, hh, ww = grid.shape
+    (ky, kx), (sy, sx) = size, step
+    pad_y = max(0, (-(-hh // sy) - 1) * sy + ky - hh)
+    pad_x = max(0, (-(-ww // sx) - 1) * sx + kx - ww)
+    if use_max:
+        padded = F.pad(grid, (0, pad_x, 0, pad_y), value=float("-inf"))
+        return F.max_pool2d(padded, size, step)
+    total = F.avg_pool2d(F.pad(grid, (0, pad_x, 0, pad_y)), size, step)
+    inside = F.avg_pool2d(F.pad(torch.ones_like(grid[:1, :1]), (0, pad_x, 0, pad_y)), size, step)
+    return total / inside
 
 
 def _per_tile(tokens: torch.Tensor, tiles: int) -> torch.Tensor:

@@ -37,7 +37,11 @@ def test_2d_window_from_stride(s, expected):
 
 
 def test_2d_window_is_clipped_to_the_grid():
-    assert window_2d(50, 3, 100) == (3, 7)  # (8, 7) from the stride first, then clipped
+    # the node's order: sy = min(ceil(sqrt(s)), h) first, then sx = min(ceil(s / sy), w) from that sy
+    assert window_2d(20, 4, 16) == (4, 5)  # 32x128 latent at downsample 8, strength 20 (not (4, 4))
+    assert window_2d(50, 3, 100) == (3, 17)  # not (3, 7): the short grid gets a wider window
+    assert window_2d(50, 3, 10) == (3, 10)  # and that is clipped to the width
+    assert window_2d(20, 8, 16) == (5, 4)  # unclipped: unchanged
     assert window_1d(7.2, 5) == 5
 
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from lib_sloth.attention import attend
 from lib_sloth.geometry import window_2d
-from lib_sloth.nearsighted import tiled_attention
+from lib_sloth.nearsighted import global_sources, tiled_attention
 from lib_sloth.slothful import PoolBlock, pooling_for, reduce_tokens
 from lib_sloth.tiling import TileGrid, offset_rng, tile, tile_grid, untile, with_offsets
 from noise import assert_near_truth, float64_copy
@@ -73,6 +73,29 @@ class Layer(torch.nn.Module):
         self.to_q, self.to_k, self.to_v = (torch.nn.Linear(c, c, bias=False) for _ in range(3))
 
 
+def naive_window(s, h, w):
+    """The node's 2D window, written from its documented rule: sy clipped to h first, sx from it."""
+    sy = min(math.ceil(math.sqrt(s)), h)
+    return sy, min(math.ceil(s / sy), w)
+
+
+def naive_global(x, h, w, global_stride, block, local_stride):
+    """Near-sighted Attention's global K/V sources, from the documented semantics: the layer's
+    Slothful reduction (mode, blends) at the global stride over the unpadded image; the pooled
+    window has the local reduction's size, starts at each picked token and is cut at the edges."""
+    b, n, c = x.shape
+    if block.mode.startswith("2D"):
+        (gy, gx), (ky, kx) = naive_window(global_stride, h, w), naive_window(max(local_stride, 1), h, w)
+        xg = x.view(b, h, w, c)
+        cells = [xg[:, y:y + ky, x0:x0 + kx].reshape(b, -1, c) for y in range(0, h, gy) for x0 in range(0, w, gx)]
+    else:
+        g, k = min(math.ceil(global_stride), n), min(math.ceil(max(local_stride, 1)), n)
+        cells = [x[:, p:p + k] for p in range(0, n, g)]
+    pick = torch.stack([t[:, 0] for t in cells], 1)  # the window's first cell is the picked token
+    pool = torch.stack([t.amax(1) if block.mode.endswith("MAX") else t.mean(1) for t in cells], 1)
+    return pick + block.k_blend * (pool - pick), pick + block.v_blend * (pool - pick)
+
+
 def naive_tiled(layer, x, grid: TileGrid, global_stride, block, stride):
     """Reference written directly from the spec: loop over tiles, compute bounds from the padded layout."""
     b, n, c = x.shape
@@ -88,10 +111,13 @@ def naive_tiled(layer, x, grid: TileGrid, global_stride, block, stride):
                 pooling = pooling_for(block, stride, y1 - y0, x1 - x0)
                 if pooling is not None:
                     k_src, v_src = reduce_tokens(local, y1 - y0, x1 - x0, pooling)
-            if global_stride is not None:
-                gy, gx = window_2d(global_stride, grid.h, grid.w)
+            if global_stride is not None and block is None:  # Near-sighted Tile: strided 2D pick
+                gy, gx = naive_window(global_stride, grid.h, grid.w)
                 picked = xg[:, ::gy, ::gx].reshape(b, -1, c)
                 k_src, v_src = torch.cat([k_src, picked], 1), torch.cat([v_src, picked], 1)
+            elif global_stride is not None:
+                gk, gv = naive_global(x, grid.h, grid.w, global_stride, block, stride)
+                k_src, v_src = torch.cat([k_src, gk], 1), torch.cat([v_src, gv], 1)
             o = attend(layer.to_q(local), layer.to_k(k_src), layer.to_v(v_src), layer.heads)
             out[:, y0:y1, x0:x1] = o.view(b, y1 - y0, x1 - x0, c)
     return out.view(b, n, c)
@@ -110,7 +136,35 @@ def test_tiled_attention_matches_naive_reference(h, w, size, seed, gstride):
     assert_near_truth(got, truth, naive_tiled(layer, x, grid, gstride, None, 1.0), 2.0)
 
 
-@pytest.mark.parametrize("mode", ["2D_AVG", "1D_MAX", "2D_MAX"])
+@pytest.mark.parametrize("mode", ["1D_AVG", "1D_MAX", "2D_AVG", "2D_MAX"])
+@pytest.mark.parametrize("blends", [(0.0, 0.0), (0.5, 0.5), (0.3, 1.0), (1.0, 0.0)])
+@pytest.mark.parametrize("h, w, global_stride, local_stride", [(48, 48, 20.0, 6.0), (17, 40, 9.0, 5.0),
+                                                               (4, 16, 30.0, 20.0), (9, 50, 8.0, 0.7)])
+def test_nearsighted_global_sample_is_the_layer_reduction_at_the_global_stride(mode, blends, h, w, global_stride,
+                                                                              local_stride):
+    x = torch.randn(2, h * w, 8, generator=torch.Generator().manual_seed(h * w))
+    block = PoolBlock(mode=mode, k_blend=blends[0], v_blend=blends[1])
+    got = global_sources(x, h, w, global_stride, block, local_stride)
+    truth = naive_global(x.double(), h, w, global_stride, block, local_stride)
+    peer = naive_global(x, h, w, global_stride, block, local_stride)
+    for g, t, p in zip(got, truth, peer):
+        assert g.shape == t.shape  # as many pooled tokens as picked ones: edge windows are kept
+        assert_near_truth(g, t, p, 2.0)  # means of a few values in another order: a few ulps
+
+
+def test_nearsighted_global_sample_in_1d_mode_picks_every_nth_token_in_row_order():
+    h, w = 6, 10
+    x = torch.arange(h * w, dtype=torch.float32).view(1, h * w, 1)
+    k_src, _ = global_sources(x, h, w, 7.0, PoolBlock(mode="1D_AVG"), 3.0)
+    assert k_src.flatten().tolist() == list(range(0, 60, 7))  # not a 2D grid of rows and columns
+    k_src, _ = global_sources(x, h, w, 7.0, PoolBlock(mode="2D_AVG"), 3.0)
+    assert k_src.flatten().tolist() == [0, 3, 6, 9, 30, 33, 36, 39]  # 2D: window (3, 3), rows 0, 3, cols 0-9 by 3
+    k_src, v_src = global_sources(x, h, w, 7.0, PoolBlock(mode="1D_MAX", k_blend=1.0, v_blend=0.5), 3.0)
+    assert k_src.flatten().tolist() == [min(p + 2, 59) for p in range(0, 60, 7)]  # max of the 3-token window
+    assert v_src.flatten().tolist() == [p + 0.5 * (min(p + 2, 59) - p) for p in range(0, 60, 7)]
+
+
+@pytest.mark.parametrize("mode", ["1D_AVG", "2D_AVG", "1D_MAX", "2D_MAX"])
 def test_pooled_tiles_match_naive_reference(mode):
     torch.manual_seed(4)
     layer = Layer()
