@@ -3,9 +3,12 @@
 After Han et al., "Agent Attention" (ECCV 2024), whose AgentSD builds on tomesd. For a merged layer
 one patched attn1 call does
 
-    x [B, N, C] --merge--> [B, M, C] --(agent) attention--> [B, M, inner] --unmerge--> [B, N, inner]
+    x [B, N, C] (norm1 output) --merge--> [B, M, C] --(agent) attention, to_out--> [B, M, C] --unmerge--> [B, N, C]
 
-and the patch applies `to_out` per token. With agents A = to_q(merge_agents(x)):
+Tokens are matched on the transformer block's input (LayerCall.block_input, kept by the patch's
+pre-hook on the block; norm1(x) only when no block input is at hand), and to_out runs on the
+merged tokens before the unmerge, as tomesd's ToMeBlock does (so the runner sets `projects_out`).
+With agents A = to_q(merge_agents(x)):
     out = softmax(Q·Aᵀ·d^(-½·k_scale2)) · softmax(A·Kᵀ·d^-½) · V + k_shortcut·V.
 `plan_agentsd` returns None (the original forward) for layers and steps it does not merge.
 Why the metric, seeding, levels and schedule are what they are: docs/design.md.
@@ -130,15 +133,23 @@ def plan_agentsd(s: AgentSDSettings, call: LayerCall) -> Optional[Runner]:
     plan = layer_plan(s, call)
     if plan is None:
         return None
-    return partial(agentsd_attention, plan=plan, k_scale2=s.k_scale2, k_shortcut=s.k_shortcut,
-                   upcast=s.fp32 or call.upcast)
+    runner = partial(agentsd_attention, plan=plan, k_scale2=s.k_scale2, k_shortcut=s.k_shortcut,
+                     upcast=s.fp32 or call.upcast, metric=call.block_input, project=True)
+    runner.projects_out = True  # the patch must not apply to_out again (layer_call.Runner)
+    return runner
 
 
 def agentsd_attention(module, x: torch.Tensor, *, plan: AgentLayerPlan, k_scale2: float,
-                      k_shortcut: float, upcast: bool) -> torch.Tensor:
-    """Merge -> (agent) attention -> unmerge on x [B, h*w, C]; returns [B, h*w, inner] before to_out."""
+                      k_shortcut: float, upcast: bool, metric: Optional[torch.Tensor] = None,
+                      project: bool = False) -> torch.Tensor:
+    """Merge -> (agent) attention -> unmerge on x [B, h*w, C] (norm1's output).
+
+    metric: the tokens compared for merging, [B, h*w, C'] (the block input); None = x itself.
+    Returns [B, h*w, inner] before to_out, or with `project` the layer output: to_out applied to
+    the merged tokens, then unmerged.
+    """
     generator = None if plan.seed is None else torch.Generator().manual_seed(plan.seed)
-    matching = match(x, plan.h, plan.w, plan.sx, plan.sy, generator)
+    matching = match(x if metric is None else metric, plan.h, plan.w, plan.sx, plan.sy, generator)
     merge, unmerge = matching.merging(plan.r)
     merged = merge(x)
     k_in, v_in = kv_inputs(module, x)  # a K/V source (A1111 hypernetwork) is merged like x
@@ -151,7 +162,7 @@ def agentsd_attention(module, x: torch.Tensor, *, plan: AgentLayerPlan, k_scale2
         out = agent_attention(q, k, v, agents, module.heads, k_scale2, k_shortcut, upcast)
     else:
         out = attend(q, k, v, module.heads, upcast)
-    return unmerge(out)
+    return unmerge(module.to_out(out) if project else out)
 
 
 def agent_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, agents: torch.Tensor, heads: int,

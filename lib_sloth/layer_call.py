@@ -1,7 +1,7 @@
 """What a method's planner sees of one self-attention call, and what it hands back."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
@@ -9,7 +9,9 @@ import torch
 from . import schedule
 
 # A Runner takes the layer module and its input x [B, h*w, C] and returns the attention output
-# [B, h*w, heads*d] before `to_out` (the patch applies to_out, per token).
+# [B, h*w, heads*d] before `to_out` (the patch applies to_out, per token). A runner with a true
+# `projects_out` attribute returns the layer's final output itself (AgentSD applies to_out to the
+# merged tokens, before unmerging, as tomesd does).
 Runner = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 
 
@@ -34,6 +36,9 @@ class LayerCall:
     total: int  # steps in this pass
     seed: int
     upcast: bool = False  # compute rewritten attention in fp32 (the global upcast_attention)
+    # the owning transformer block's input x (before norm1) for this call, [B, h*w, C]; None when the
+    # block was not entered through its forward. ToMe/AgentSD compare tokens on it.
+    block_input: Optional[torch.Tensor] = field(default=None, compare=False, repr=False)
 
     @property
     def h(self) -> int:

@@ -70,6 +70,7 @@ class SlothPatch:
         self.recorder = None  # a maps.MapRecorder when the user asked for maps; None = record nothing
         self.index: Optional[LayerIndex] = None  # built at the first install, again only after `retarget`
         self.rewritten: Counter = Counter()  # layer name -> calls rewritten, for info and tests
+        self._block_inputs: Dict[nn.Module, torch.Tensor] = {}  # attn1 -> its block's input, this call
         self._plan_settings = settings  # what the planners see this forward (see _settings_now)
         self._entered = 0
         # a forward replaced while patched is noted, except when retargeting: the WebUI's model load re-applies its own
@@ -129,6 +130,9 @@ class SlothPatch:
             return
         handle = self.unet.register_forward_pre_hook(self._record_latent, with_kwargs=True)
         self._patcher.on_restore(handle.remove)
+        for block in self.index.owners:  # the block input is ToMe's similarity metric (LayerCall.block_input)
+            handle = block.register_forward_pre_hook(self._block_input_recorder(block.attn1), with_kwargs=True)
+            self._patcher.on_restore(handle.remove)
         if any(merged_by_tomesd(b) for b in self.index.owners):
             self.note("token merging (tomesd) is active on this UNet; layers whose tokens it merged "
                       "are left unchanged")
@@ -163,6 +167,20 @@ class SlothPatch:
     def _uninstall(self) -> None:
         self._patcher.restore()
         self.latent_hw = None
+        self._block_inputs.clear()
+
+    def _block_input_recorder(self, attn1: nn.Module):
+        """A pre-hook for a transformer block: keeps its input x (before norm1) for its attn1 call."""
+        inputs = self._block_inputs
+
+        def record(block, args, kwargs):
+            x = args[0] if args else kwargs.get("x")
+            if isinstance(x, torch.Tensor) and x.dim() == 3:
+                inputs[attn1] = x
+            else:
+                inputs.pop(attn1, None)
+
+        return record
 
     def _record_latent(self, module, args, kwargs):
         x = args[0] if args else kwargs.get("x")
@@ -189,7 +207,7 @@ class SlothPatch:
             runner = runner_for(module, x, args, kwargs)
             if runner is None:
                 return original(module, x, *args, **kwargs)
-            return module.to_out(runner(view_of(module), x))
+            return _finish(module, runner, view_of(module), x)
 
         return forward
 
@@ -200,13 +218,14 @@ class SlothPatch:
             runner = runner_for(module, x, args, kwargs)
             if runner is None:
                 return original(x, *args, **kwargs)
-            return module.to_out(runner(view_of(module), x))
+            return _finish(module, runner, view_of(module), x)
 
         return forward
 
     # ---- per call ---------------------------------------------------------------------------
     def _runner_for(self, module, x, args, kwargs) -> Optional[Runner]:
         """The plan for one attn1 call: a Runner, or None to chain to the original forward."""
+        block_input = self._block_inputs.pop(module, None)  # taken once: never a stale one
         info = self.index.get(module) if self.index is not None else None
         if info is None or self.latent_hw is None or x.dim() != 3:
             return None
@@ -227,8 +246,10 @@ class SlothPatch:
                 return None
             # interceptors still see it (SAG records its map under Kohya-style shrinks and
             # factorises the grid later); planners never run without a grid
+        if block_input is not None and block_input.shape[:2] != x.shape[:2]:
+            block_input = None  # something between the block and attn1 changed the tokens
         call = LayerCall(info.block, grid, x.shape[0], self.step, self.total, self.seed,
-                         self.wants_upcast(module))
+                         self.wants_upcast(module), block_input)
         runner = None
         for interceptor in self.interceptors:
             runner = interceptor(module, info, x, call)
@@ -254,3 +275,10 @@ class SlothPatch:
     def _view(self, module):
         """The layer as the rewrites see it: with the front end's K/V source, when there is one."""
         return module if self.kv_source is None else WithKVSource(module, self.kv_source)
+
+
+def _finish(module: nn.Module, runner: Runner, view, x: torch.Tensor) -> torch.Tensor:
+    """The layer's output from a runner (given the layer's view): to_out per token, unless the runner
+    applied it itself (layer_call.Runner)."""
+    out = runner(view, x)
+    return out if getattr(runner, "projects_out", False) else module.to_out(out)

@@ -8,8 +8,8 @@ its dst's value back. Several merge strengths can share one plan (AgentSD's agen
 second, stronger merge of the same matching), which is why the plan and the strength are separate.
 
 Semantics follow tomesd 0.1.3 (`bipartite_soft_matching_random2d`): same dst choice for the same
-generator state, same similarity, same "top-r by best score" rule, same mean. Only the order of
-the merged tokens differs (tomesd's depends on an unstable sort); attention does not care.
+generator state, same similarity, same "top-r by best score" rule, same mean, and the same order
+of src and dst tokens (see `_partition`), so the merged sequence is tomesd's row for row.
 """
 from __future__ import annotations
 
@@ -121,10 +121,13 @@ def _partition(h: int, w: int, sx: int, sy: int, device, generator) -> Tuple[tor
     pick = pick.to(device)
     rows = torch.arange(ch, device=device)[:, None] * sy + pick // sx
     cols = torch.arange(cw, device=device)[None, :] * sx + pick % sx
-    is_src = torch.ones(h * w, dtype=torch.uint8, device=device)
-    is_src[(rows * w + cols).flatten()] = 0
-    # a stable sort of the 0/1 flags lists dst then src, each in grid order, without a host sync
-    split = torch.sort(is_src, stable=True).indices
+    # dst flagged -1, src 0, in an int64 [1, N, 1] tensor sorted along dim 1: dst then src, in the
+    # order tomesd 0.1.3 gets from the same (unstable) argsort. Not grid order, but with the same
+    # order every GEMM of the matching and of attention sees the same rows as tomesd's, so results
+    # are bit-identical to it, not only equal up to the summation order. No host sync.
+    flags = torch.zeros(h * w, dtype=torch.int64, device=device)
+    flags[(rows * w + cols).flatten()] = -1
+    split = flags.view(1, -1, 1).argsort(dim=1).view(-1)
     d = ch * cw
     return split[:d], split[d:]
 

@@ -352,3 +352,68 @@ def test_agentsd_is_skipped_with_a_note_on_a_tomesd_patched_unet():
     # tomesd's remove_patch leaves _tome_info behind; that alone must not block AgentSD
     _, patch = run(unet, x, t, c, agentsd)
     assert patch.rewritten and not any("AgentSD skipped" in n for n in patch.notes)
+
+
+# ---- the plain ToMe path against real tomesd on the real UNet -----------------------------------
+def sdp_forward(self, x, context=None, mask=None):
+    """CrossAttention with torch SDPA, laid out as A1111's `sdp` optimisation
+    (modules/sd_hijack_optimizations.py, scaled_dot_product_attention_forward), for both runs."""
+    h = self.heads
+    context = x if context is None else context
+    q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+    b, _, inner = q.shape
+    q, k, v = (t.view(b, -1, h, inner // h).transpose(1, 2) for t in (q, k, v))
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    return self.to_out(out.transpose(1, 2).reshape(b, -1, inner))
+
+
+PLAIN_TOME = {**AGENTSD, "agentsd.switch_at": 0.0, "agentsd.use_rand": False, "agentsd.max_downsample": 1,
+              "agentsd.late.sx": 2, "agentsd.late.sy": 2, "agentsd.late.ratio": 0.4, "agentsd.late.agent_ratio": 0.5}
+
+
+@pytest.mark.parametrize("batch, h, w", [(2, 32, 32), (1, 24, 40)])
+def test_plain_tome_path_equals_real_tomesd_on_the_real_unet(monkeypatch, batch, h, w):
+    """AgentSD's late settings (2x2 cells, ratio 0.4, agent_ratio 0.5: agents never pay off) are plain
+    ToMe; with use_rand off they must give what tomesd 0.1.3 gives on the same ldm UNet, to the bit:
+    the same metric (the block input), the same merge of norm1(x), to_out before the unmerge."""
+    import tomesd
+
+    unet = sd15_unet(seed=5)
+    x, t, c = unet_inputs(unet, batch, h, w)
+    s = settings_from_dict(PLAIN_TOME)
+    assert layer_plan(s.agentsd, call(h=h, w=w, batch=batch, step=0)).agent_r == 0  # plain ToMe
+    monkeypatch.setattr(CrossAttention, "forward", sdp_forward)  # one attention kernel for both
+    plain, _ = run(unet, x, t, c)
+    holder = _Holder(unet)
+    tomesd.apply_patch(holder, ratio=0.4, max_downsample=1, sx=2, sy=2, use_rand=False)
+    try:
+        theirs, _ = run(unet, x, t, c)
+    finally:
+        tomesd.remove_patch(holder)
+    ours, patch = run(unet, x, t, c, s)
+    assert patch.rewritten
+    assert not torch.equal(theirs, plain)  # merging changes the output, so equality means something
+    assert torch.equal(ours, theirs)
+
+
+def test_norm1_as_the_metric_would_merge_other_tokens():
+    """Why the block input matters: on the same UNet, matching on norm1(x) (the fallback) merges a
+    different set of tokens, so the equality with tomesd above depends on the metric."""
+    unet = sd15_unet(seed=5)
+    x, t, c = unet_inputs(unet, 2, 32, 32)
+    block = unet.input_blocks[1][1].transformer_blocks[0]  # level 0
+    seen = []
+    grab = block.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    try:
+        run(unet, x, t, c)
+    finally:
+        grab.remove()
+    plan = layer_plan(settings_from_dict(PLAIN_TOME).agentsd, call(h=32, w=32, batch=2, step=0))
+    with torch.no_grad():
+        n1 = block.norm1(seen[0])
+    merged = [set(match(m, 32, 32, 2, 2).order[0, :plan.r].tolist()) for m in (seen[0], n1)]
+    assert merged[0] != merged[1]
+    with torch.no_grad():
+        fallback, by_input = (agentsd_attention(block.attn1, n1, plan=plan, k_scale2=0.3, k_shortcut=0.0,
+                                                upcast=False, metric=m, project=True) for m in (None, seen[0]))
+    assert not torch.equal(fallback, by_input)
