@@ -69,8 +69,8 @@ def attention_mask(attn_map: torch.Tensor, heads: int, latent_hw: Tuple[int, int
 def gaussian_kernel1d(sigma: float) -> Optional[torch.Tensor]:
     """Normalised 1D Gaussian [2*ceil(3*sigma)+1] (fp32), or None for sigma <= 0 (no blur).
 
-    The taps cover +-3 sigma, so a large sigma is not truncated the way a fixed 9-tap kernel
-    truncates it (there sigma > ~1.5 stops widening the blur); at least 3 taps.
+    The taps cover +-3 sigma, at least 3. ComfyUI/Forge's SAG uses a fixed 9-tap kernel, the same
+    as this one only for sigma in (1, 4/3]; README, "Differences from the original nodes".
     """
     if sigma <= 0:
         return None
