@@ -200,7 +200,7 @@ def _wire_presets(components, extras, leaf_controls, specs, presets_path) -> Non
 
 
 def _wire_exclusive_enables(components) -> None:
-    """Switching a method on switches off the methods the settings table refuses alongside it."""
+    """Switching a method on switches off the methods the method table refuses alongside it."""
     for path in script_args.method_enable_paths():
         rivals = [components[p] for p in script_args.conflicting_enables(path)]
         if not rivals:
