@@ -12,6 +12,8 @@ Format v1 (one line in the WebUI's "Steps: 20, Sampler: ..." list)::
   and other dots turned into ``_`` (``input.k_blend`` -> ``in_k_blend``, ``early.sx`` ->
   ``early_sx``). Booleans are ``1``/``0``; numbers are the shortest decimal that reads back
   exactly. Values hold no ``,``, ``:`` or newline, so the WebUI never quotes them.
+* A switch in ``FLAG_KEYS`` (``show_maps``) is a key of its own, written (as ``on``) only
+  when it is on, so a job without it has the info text it always had.
 * Keys match the WebUI's parser (``\\w[\\w \\-/]+``: word characters, spaces, ``-``, ``/``).
 
 Reading back: no ``Sloth`` key means the extension is off; a method key that is absent means
@@ -36,6 +38,8 @@ FORMAT_VERSION = 1
 MAIN_KEY = "Sloth"
 NOTES_KEY = "Sloth notes"  # what the backend skipped or changed; written, never read back
 ERROR_KEY = "Sloth error"  # why nothing was patched for this job; written, never read back
+# Shared switches that get a key of their own, present only when on; part of the v1 format.
+FLAG_KEYS = {"show_maps": "Sloth maps"}
 
 # The WebUI's key pattern (modules/infotext_utils.py re_param), for checking our keys.
 KEY_PATTERN = re.compile(r"\w[\w \-/]+")
@@ -54,6 +58,8 @@ def method_of(path: str) -> str | None:
 
 def key_for(path: str) -> str:
     """The info-text key that carries this setting."""
+    if path in FLAG_KEYS:
+        return FLAG_KEYS[path]
     method = method_of(path)
     if method is None:
         return MAIN_KEY
@@ -80,6 +86,11 @@ def all_keys() -> list[str]:
 
 def _is_method_enable(spec: FieldSpec) -> bool:
     return method_of(spec.path) is not None and spec.path.count(".") == 1 and spec.path.endswith(".enabled")
+
+
+def _is_switch(spec: FieldSpec) -> bool:
+    """A setting whose key's presence is its value: a method's enable, or a FLAG_KEYS switch."""
+    return _is_method_enable(spec) or spec.path in FLAG_KEYS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +135,9 @@ def to_params(settings: SlothSettings) -> dict[str, str]:
     enabled_methods = {method_of(s.path) for s in iter_fields() if _is_method_enable(s) and values[s.path]}
     for spec in iter_fields():
         method = method_of(spec.path)
-        if _is_method_enable(spec) or (method is not None and method not in enabled_methods):
+        if spec.path in FLAG_KEYS and values[spec.path]:
+            words.setdefault(key_for(spec.path), [])
+        if _is_switch(spec) or (method is not None and method not in enabled_methods):
             continue
         word = f"{token_for(spec.path)}={format_value(spec, values[spec.path])}"
         words.setdefault(key_for(spec.path), []).append(word)
@@ -167,7 +180,7 @@ def read_checked(params: Mapping[str, Any], migrations: Iterable[Migration] | No
     known: dict[str, list[str]] = {}
     for spec in iter_fields():
         key = key_for(spec.path)
-        if _is_method_enable(spec):
+        if _is_switch(spec):
             out[spec.path] = key in parsed
             continue
         known.setdefault(key, []).append(token_for(spec.path))
@@ -254,7 +267,7 @@ def paste_keys() -> dict[str, PasteKey]:
     out = {"enabled": PasteKey(MAIN_KEY, "enabled")}
     for spec in iter_fields():
         key = key_for(spec.path)
-        label = key if _is_method_enable(spec) else f"{key} {token_for(spec.path)}"
+        label = key if _is_switch(spec) else f"{key} {token_for(spec.path)}"
         out[spec.path] = PasteKey(label, spec.path)
     return out
 

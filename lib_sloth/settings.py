@@ -22,6 +22,8 @@ class SharedSettings(Validated):
     """The settings that belong to no method (their paths have no dot)."""
 
     upcast_attention: bool = setting(False, hint="Compute rewritten attention in fp32 (slower, avoids fp16 overflow)")
+    show_maps: bool = setting(False, hint="Add images of what each method did (SAG mask, tiles, K/V budget) after "
+                                          "the generated ones; changes no image")
 
 
 class SlothSettings:

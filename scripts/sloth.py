@@ -57,6 +57,10 @@ class Script(scripts.Script):
     def postprocess_batch(self, p, *args, **kwargs):
         hooks.refresh_notes(p)
 
+    # After the job: "Show Sloth maps" appends its images after the generated ones.
+    def postprocess(self, p, processed, *args):
+        hooks.append_maps(p, processed)
+
     def before_hr(self, p, *args):
         if not _has_every_sampling_hook():
             # sample_hr_pass creates the hires sampler before calling before_hr: attach now, no deferral

@@ -27,3 +27,18 @@ def test_commands_and_measured_cases_are_listed():
     measured = README.split("### Measured", 1)[1]
     for case in [c.name for c in bench.default_cases()] + [c.name for c in bench.sag_cases()]:
         assert f"| {case} |" in measured, case
+
+
+def test_the_map_diagrams_are_the_ones_the_command_draws(tmp_path):
+    from PIL import Image, ImageChops
+
+    from lib_sloth.webui import map_diagrams
+
+    assert "python -m lib_sloth.webui.map_diagrams" in README
+    written = map_diagrams.render_all(str(tmp_path))
+    assert written
+    for name in written:
+        assert f"docs/maps/{name}" in README, name
+        committed = Image.open(os.path.join(ROOT, "docs", "maps", name)).convert("RGB")
+        fresh = Image.open(tmp_path / name).convert("RGB")
+        assert committed.size == fresh.size and ImageChops.difference(committed, fresh).getbbox() is None, name

@@ -35,6 +35,7 @@ class A1111Backend(Backend):
             return notes
         denoiser = p.sampler.model_wrap_cfg
         sloth_pass = A1111Pass(denoiser, sd_model.model.diffusion_model, settings, seed, StepClock(p.sampler, p.steps))
+        sloth_pass.patch.recorder = getattr(p, "sloth_recorder", None)  # "Show Sloth maps" (hooks.attach_pass)
         return sloth_pass.notes
 
 
@@ -52,6 +53,7 @@ def attach_deferred(denoiser) -> None:
     p.sloth_deferred = p.sloth_defer = None
     sloth_pass = A1111Pass(denoiser, p.sd_model.model.diffusion_model, settings, seed,
                            StepClock(p.sampler, p.steps))
+    sloth_pass.patch.recorder = getattr(p, "sloth_recorder", None)
     notes.append("A1111 before 1.10 has no hook before sampling: the first denoiser call of this pass "
                  "ran without Sloth")
     notes.extend(sloth_pass.notes)

@@ -88,6 +88,7 @@ def attach_clone(p, settings, seed: int, substrate: Substrate, notes: Sequence[s
         raise ValueError("p.sampler: missing or without callback_state; cannot key the schedule on steps")
     unet = patcher.clone()
     sloth_pass = ComfyPass(unet, settings, seed, StepClock(sampler, getattr(p, "steps", 1) or 1), substrate)
+    sloth_pass.patch.recorder = getattr(p, "sloth_recorder", None)  # "Show Sloth maps" (hooks.attach_pass)
     for note in notes:
         sloth_pass.patch.note(note)
     sloth_pass.check_builtins(getattr(p, "extra_generation_params", None) or {})

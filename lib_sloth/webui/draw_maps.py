@@ -193,10 +193,11 @@ def _draw_tiles(panel: Image.Image, record: TileRecord) -> None:
     tiles, cells = tile_geometry_px(record, panel.size)
     for x0, y0, x1, y1 in cells:
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        r = max(1.0, min(x1 - x0, y1 - y0) * 0.3)
-        draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=GLOBAL)
-    width = max(1, min(panel.size) // 200)
-    for x0, y0, x1, y1 in tiles:
+        r = max(1.5, min(x1 - x0, y1 - y0) * 0.3)
+        draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=GLOBAL, outline=(0, 0, 0))
+    width = max(2, min(panel.size) // 160)
+    for x0, y0, x1, y1 in tiles:  # a dark rim under the yellow keeps the seams visible on any image
+        draw.rectangle([x0 + width, y0 + width, x1 - 1 - width, y1 - 1 - width], outline=(0, 0, 0), width=1)
         draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=TILE, width=width)
 
 
@@ -225,11 +226,15 @@ def budget_chart(recorder: MapRecorder, label: str) -> MapImage:
     for s in sorted({0, total - 1, (total - 1) // 2}):
         x, _ = px(s, 0)
         draw.text((x - 6, margin_t + plot_h + 8), str(s + 1), fill=TEXT, font=font)
-    draw.text((margin_l + plot_w - 40, margin_t + plot_h + 8), "step", fill=TEXT, font=font)
+    draw.text((margin_l + plot_w * 0.75, margin_t + plot_h + 8), "step", fill=TEXT, font=font)
 
     legend_y = margin_t
-    for i, key in enumerate(recorder.levels()):
-        series = recorder.budget_series(key)
+    levels = recorder.levels()
+    all_series = [recorder.budget_series(key) for key in levels]
+    for i, key in enumerate(levels):
+        series = all_series[i]
+        # a series equal to later ones is drawn wider underneath them, so every level stays visible
+        hidden_by = sum(1 for later in all_series[i + 1:] if later == series)
         known = [(s, v) for s, v in enumerate(series) if v is not None]
         alone = bool(known) and all(v == 1.0 for _, v in known)
         colour = ALONE if alone else LINES[i % len(LINES)]
@@ -238,7 +243,7 @@ def budget_chart(recorder: MapRecorder, label: str) -> MapImage:
             x, y = points[0]
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
         elif points:
-            draw.line(points, fill=colour, width=1 if alone else 2)
+            draw.line(points, fill=colour, width=1 if alone else 2 + 3 * hidden_by)
         h, w = recorder.grids[key]
         name = f"{BLOCK_SHORT.get(key[0], key[0])} L{key[1]} {h}x{w}" + (" left alone" if alone else "")
         lx = margin_l + plot_w + 16
@@ -303,9 +308,6 @@ def _num(value: float) -> str:
 
 
 def pass_label(pass_name: str, batch_size: int, n_iter: int = 1) -> str:
-    """"hires pass, first image of batch 1 (4 images)" etc.: which maps these are."""
-    if batch_size * n_iter <= 1:
-        return pass_name
-    batches = f" of {n_iter} batches" if n_iter > 1 else ""
-    return f"{pass_name}, first image of batch 1{batches} ({batch_size} images)" if batch_size > 1 else \
-        f"{pass_name}, batch 1{batches}"
+    """"hires pass, first of 4 images": which pass and which image the maps show."""
+    images = batch_size * n_iter
+    return pass_name if images <= 1 else f"{pass_name}, first of {images} images"

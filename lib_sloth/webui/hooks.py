@@ -6,6 +6,12 @@ text and keeps the settings on ``p.sloth_settings`` (None = do nothing). Per sam
 (a shallow copy): dicts that may be shared with the original ``p`` (``extra_generation_params``,
 ``comments``) are copied on write, never changed in place, so nothing leaks from one cell to the
 next; a job without Sloth leaves them alone.
+
+"Show Sloth maps" (``show_maps``): `attach_pass` puts a `MapRecorder` on ``p.sloth_recorder``
+for each pass of the job's first batch (the adapters hand it to the pass's SlothPatch; a later
+pass, e.g. the hires pass, replaces an earlier one) and `append_maps` (from ``Script.postprocess``)
+draws it over the first image and appends the maps to ``processed.images``, after the generated
+images, the way ControlNet appends its detected maps. With the switch off none of this runs.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import traceback
 
 from .. import infotext, user_presets, values
 from ..fields import SettingsError
+from ..maps import MapRecorder
 from . import args as script_args
 
 OUR_KEYS = (*infotext.all_keys(), infotext.NOTES_KEY, infotext.ERROR_KEY)
@@ -24,6 +31,7 @@ def prepare_job(p, args, presets_path: str) -> script_args.Request | None:
     p.sloth_settings = None
     p.sloth_notes = []
     p.sloth_live_notes = []
+    p.sloth_recorder = p.sloth_maps = None
     params = getattr(p, "extra_generation_params", None)
     if params is None or any(k in OUR_KEYS for k in params):  # stale keys, e.g. from a reused p
         p.extra_generation_params = {k: v for k, v in (params or {}).items() if k not in OUR_KEYS}
@@ -62,6 +70,7 @@ def attach_pass(p, backend) -> list[str]:
     settings = getattr(p, "sloth_settings", None)
     if settings is None or not settings.active:
         return []
+    _prepare_maps(p, settings)
     try:
         live = backend.attach(p, settings, batch_seed(p))
         live = [] if live is None else live  # not `or []`: an empty list may still grow
@@ -113,3 +122,49 @@ def record_notes(p, notes: list[str]) -> None:
     p.sloth_notes = seen
     if seen:
         write_params(p, {infotext.NOTES_KEY: "; ".join(seen)})
+
+
+# ---- Show Sloth maps ----------------------------------------------------------------------------
+def pass_name(p) -> str:
+    """Which sampling pass of the job this is, as the maps' captions name it."""
+    if getattr(p, "is_hr_pass", False):
+        return "hires pass"
+    if "Img2Img" in type(p).__name__:
+        return "img2img"
+    return "txt2img first pass" if getattr(p, "enable_hr", False) else "txt2img"
+
+
+def _prepare_maps(p, settings) -> None:
+    """A recorder for this pass when the job shows maps and this is its first batch; else none."""
+    p.sloth_recorder = None
+    if not getattr(settings, "show_maps", False) or (getattr(p, "iteration", 0) or 0) != 0:
+        return
+    recorder = MapRecorder(settings, batch_seed(p))
+    p.sloth_recorder = recorder
+    p.sloth_maps = (pass_name(p), recorder)  # the last pass of the first batch is the one shown
+
+
+def append_maps(p, processed) -> list:
+    """Draw the recorded maps over the job's first image and append them to processed.images.
+
+    Returns the draw_maps.MapImage list (empty when maps are off or nothing was recorded). A
+    drawing failure is reported and leaves the generated images as they are.
+    """
+    maps, p.sloth_maps, p.sloth_recorder = getattr(p, "sloth_maps", None), None, None
+    images = getattr(processed, "images", None)
+    first = getattr(processed, "index_of_first_image", 0) or 0
+    if not maps or not isinstance(images, list) or len(images) <= first:
+        return []
+    from . import draw_maps  # PIL, only when maps are drawn
+
+    name, recorder = maps
+    label = draw_maps.pass_label(name, int(getattr(p, "batch_size", 1) or 1), int(getattr(p, "n_iter", 1) or 1))
+    try:
+        drawn = draw_maps.render(recorder, images[first], label)
+    except Exception as err:
+        traceback.print_exc()
+        print(f"[Sloth] Could not draw the maps ({type(err).__name__}: {err}); the images are unchanged",
+              file=sys.stderr)
+        return []
+    images.extend(m.image for m in drawn)
+    return drawn

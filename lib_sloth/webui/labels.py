@@ -32,6 +32,7 @@ WORDS = {
     "use_rand": "random merge cell",
     "fp32": "FP32 similarities",
     "upcast_attention": "upcast attention",
+    "show_maps": "show Sloth maps",
 }
 GROUPS = {"input": "input", "output": "output", "early": "early", "late": "late"}
 
