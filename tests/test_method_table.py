@@ -61,7 +61,7 @@ def vscale():
 # ---- settings ---------------------------------------------------------------------------------
 def test_its_settings_join_the_table_after_every_builtin_and_before_the_shared_ones(vscale):
     paths = [s.path for s in iter_fields()]
-    assert paths[-3:] == ["vscale.enabled", "vscale.scale", "upcast_attention"]
+    assert paths[-4:] == ["vscale.enabled", "vscale.scale", "upcast_attention", "show_maps"]
     assert SlothSettings().vscale == VScaleSettings()
     s = settings_from_dict({"vscale": {"enabled": True, "scale": "0.5"}})
     assert s.vscale.scale == 0.5 and s.active and not settings_from_dict({"vscale.enabled": True}).active
