@@ -82,6 +82,35 @@ def sag_cases() -> List[Case]:
             Case("cfg step + SAG", with_sag, cfg_step)]
 
 
+# ---- Show Sloth maps: the recording's cost (each group's first case is its baseline) -----------
+def maps_cases() -> List[List[Case]]:
+    """Two groups, each the same step without and with a MapRecorder on the patch: one UNet
+    forward of Near-sighted Attention (tile + budget recording), and a CFG step with Slothful +
+    SAG (budget + SAG map recording). A fresh recorder per run: every call is a step's first."""
+    from .maps import MapRecorder
+
+    def patched(data: dict, record: bool):
+        settings = settings_from_dict(data)
+
+        @contextlib.contextmanager
+        def enter(unet):
+            patch = SlothPatch(unet, settings, seed=1)
+            patch.recorder = MapRecorder(settings, 1) if record else None
+            sag = SagPass(settings.sag, patch) if settings.sag.enabled else None
+            with patch:
+                patch.set_step(_peak_step(0.4), TOTAL_STEPS)
+                yield sag
+
+        return enter
+
+    nsa = {"nearsighted.enabled": True}
+    sag = {"slothful.enabled": True, "sag.enabled": True}
+    return [[Case("maps off: nearsighted attention", patched(nsa, False)),
+             Case("maps on: nearsighted attention", patched(nsa, True))],
+            [Case("maps off: cfg step + slothful + SAG", patched(sag, False), cfg_step),
+             Case("maps on: cfg step + slothful + SAG", patched(sag, True), cfg_step)]]
+
+
 def _peak_step(peak_time: float) -> int:
     return round(peak_time * (TOTAL_STEPS - 1))
 
@@ -281,6 +310,8 @@ def main(argv=None):
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--only", nargs="+", help="case names to run (the unpatched baseline always runs)")
     ap.add_argument("--sag-sizes", type=int, nargs="*", default=[512], help="sizes of the SAG CFG-step cases")
+    ap.add_argument("--maps-sizes", type=int, nargs="*", default=[],
+                    help="sizes of the 'Show Sloth maps' recording cases (maps off vs on); none by default")
     args = ap.parse_args(argv)
     sizes, reps = ([512], 1) if args.quick else (args.sizes, args.reps)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -294,6 +325,8 @@ def main(argv=None):
     results = run(sizes, reps, cases, device, dtype, log, unet)
     if args.sag_sizes and (not args.only or "sag" in args.only):
         results += run(args.sag_sizes, reps, sag_cases(), device, dtype, log, unet)
+    for group in maps_cases() if args.maps_sizes else ():
+        results += run(args.maps_sizes, reps, group, device, dtype, log, unet)
     report = {"device": str(device) + ("" if device.type == "cuda" else f" ({os.cpu_count()} cores)"),
               "torch": torch.__version__, "cases": results,
               "sag_map_mb_1024": round(sag_map_mb(unet, 1024), 3)}

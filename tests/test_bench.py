@@ -34,3 +34,33 @@ def test_sag_map_formula_matches_the_recorded_map():
                         unet=unet)
     measured = next(r["sag_map_mb"] for r in results if r["name"] == "cfg step + SAG")
     assert measured == round(bench.sag_map_mb(unet, 256), 3) > 0
+
+
+def test_maps_cases_record_and_compare_against_maps_off():
+    unet = sd15_unet(model_channels=32)
+    for group in bench.maps_cases():
+        off, on = group
+        assert off.name.startswith("maps off") and on.name.startswith("maps on")
+        results = bench.run([256], 1, group, torch.device("cpu"), torch.float32, log=lambda s: None, unet=unet)
+        assert [r["name"] for r in results] == [off.name, on.name] and results[0]["ratio_vs_baseline"] == 1.0
+    patches = []
+    original = bench.SlothPatch.__init__
+
+    def init(self, *a, **k):
+        original(self, *a, **k)
+        patches.append(self)
+
+    bench.SlothPatch.__init__ = init
+    try:
+        with torch.no_grad():
+            x = torch.randn(2, 4, 32, 32)
+            t, ctx = torch.tensor([500, 500]), torch.randn(2, 77, 768)
+            for group in bench.maps_cases():
+                for case in group:
+                    with case.enter(unet) as handle:
+                        case.run(unet, x, t, ctx, handle)
+    finally:
+        bench.SlothPatch.__init__ = original
+    recorders = [p.recorder for p in patches]
+    assert [r is not None for r in recorders] == [False, True, False, True]
+    assert recorders[1].tiles and recorders[3].sag_records()  # what "maps on" paid for was recorded
