@@ -69,7 +69,8 @@
         "sag__scale": "Guidance strength; 0 = off; the effect saturates around 1.5",
         "sag__blur_sigma": "Blur of the attended regions in latent cells; 0 = no blur",
         "sag__threshold": "Tokens receiving more attention than this are blurred; lower = larger blurred area",
-        "upcast_attention": "Compute rewritten attention in fp32 (slower, avoids fp16 overflow)"
+        "upcast_attention": "Compute rewritten attention in fp32 (slower, avoids fp16 overflow)",
+        "show_maps": "Add images of what each method did (SAG mask, tiles, K/V budget) after the generated ones; changes no image"
     };
     const PREFIXES = ["script_txt2img_sloth_", "script_img2img_sloth_"];
     const OURS = PREFIXES.map(prefix => '[id^="' + prefix + '"]').join(", ");

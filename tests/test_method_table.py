@@ -104,7 +104,8 @@ def test_the_accordion_has_its_section_controls_and_hints(vscale, tmp_path):
     scale = built.components["vscale.scale"]
     assert (scale.label, scale.minimum, scale.maximum, scale.value) == ("VScale scale", 0.0, 2.0, 1.0)
     assert built.components["vscale.enabled"].label == "Enable V Scale"
-    assert built.controls[-3:-1] == [built.components["vscale.scale"], built.components["upcast_attention"]]  # then args.TAIL
+    assert built.controls[-4:-1] == [built.components["vscale.scale"], built.components["upcast_attention"],
+                                     built.components["show_maps"]]  # then args.TAIL
     assert hints.hint_map()["vscale__scale"] == "Multiplier of V; 1 = unchanged"
     assert '"vscale__enabled": "Scale the values of self-attention"' in hints.render_js()
     assert labels.sections() == ["slothful", "tile", "nearsighted", "sag", "vscale", "agentsd"]  # ui_rank 0 < 1
