@@ -11,7 +11,7 @@ bit-identical to a run without it. With a recorder:
   global sample. The runner is not touched.
 - SagPass calls `MapRecorder.sag` once per guided step, with the map it is about to use; the
   recorder keeps the first image's received-attention grid and the engine's own mask
-  (`sag_mask.attention_mask`) at the latent size.
+  (`sag_mask.mask_from_received`, what `attention_mask` computes) at the latent size.
 
 Only the first image of the batch is kept, and only a few steps (budget: one float per level
 and step; tiles: two steps per tiled level; SAG: the first, middle and last guided step).
@@ -34,7 +34,7 @@ from .geometry import window_1d, window_2d
 from .layer_call import LayerCall
 from .nearsighted import nearsighted_shape, tiled_attention
 from .sag import SagPass
-from .sag_mask import attention_mask, mid_grid, received_attention
+from .sag_mask import mask_from_received, mid_grid, received_attention
 from .schedule import progress, round_half_up
 from .settings import SlothSettings
 from .slothful import Pooling, pooling_for, run_slothful
@@ -51,9 +51,10 @@ class TileRecord:
     step: int
     level: int
     grid: TileGrid  # h x w cells of the level, tile shape and this step's seam offsets
-    global_window: Optional[Tuple[int, int]]  # (gy, gx): every gy-th row and gx-th column; None = no global
+    global_window: Optional[Tuple[int, int]]  # (gy, gx): every gy-th row and gx-th column; None = not 2D
     tile_size: int  # the setting at this step (Near-sighted Attention moves it from base to peak)
     global_ratio: float
+    global_1d: Optional[int] = None  # 1D pool modes: every g-th token of the row-major sequence
 
     def tile_boxes(self) -> List[Tuple[int, int, int, int]]:
         """(y0, x0, y1, x1) in cells, end exclusive, of every tile, row by row."""
@@ -67,6 +68,9 @@ class TileRecord:
 
     def global_cells(self) -> List[Tuple[int, int]]:
         """(y, x) of every cell in the global sample (what each tile also attends to)."""
+        if self.global_1d is not None:
+            w = self.grid.w
+            return [divmod(i, w) for i in range(0, self.grid.h * w, self.global_1d)]
         if self.global_window is None:
             return []
         gy, gx = self.global_window
@@ -124,9 +128,10 @@ class MapRecorder:
         probs = sag_map.probs[:heads]  # rows are image-major: the first uncond image's heads
         grid = sag_map.grid or mid_grid(probs.shape[-1], latent_hw)
         s = self.settings.sag
-        with torch.no_grad():
-            mask = attention_mask(probs, heads, latent_hw, s.threshold, grid)[0, 0] > 0.5
-            received = received_attention(probs, heads)[0].reshape(grid)
+        with torch.no_grad():  # one sum over the map; the mask is the engine's own function of it
+            summed = received_attention(probs, heads)
+            mask = mask_from_received(summed, latent_hw, s.threshold, grid)[0, 0] > 0.5
+            received = summed[0].reshape(grid)
         record = SagRecord(step, received.detach().float().cpu(), mask.cpu(), s.threshold, s.blur_sigma)
         self.total, self.latent_hw = total, tuple(latent_hw)
         if self.sag_first is None:
@@ -189,12 +194,16 @@ class MapRecorder:
         kw = runner.keywords
         grid: TileGrid = kw["grid"]
         stride = kw["global_stride"]
-        window = window_2d(stride, grid.h, grid.w) if stride is not None else None
+        window = step_1d = None
+        if stride is not None and _global_is_1d(kw):
+            step_1d = window_1d(stride, grid.h * grid.w)
+        elif stride is not None:
+            window = window_2d(stride, grid.h, grid.w)
         if self.settings.nearsighted.enabled:
             tile_size, ratio = nearsighted_shape(self.settings.nearsighted, progress(call.step, call.total))
         else:
             tile_size, ratio = self.settings.tile.tile_size, self.settings.tile.global_ratio
-        return TileRecord(call.step, call.level, grid, window, int(tile_size), float(ratio))
+        return TileRecord(call.step, call.level, grid, window, int(tile_size), float(ratio), step_1d)
 
 
 # ---- K/V budget of one call ------------------------------------------------------------------
@@ -249,3 +258,9 @@ def _tiled_share(kw, h: int, w: int) -> float:
                 local = reduced_tokens(pooling, rect.bh, rect.bw)
         pairs += rect.tiles * cells * (local + global_keys)
     return pairs / float(h * w) ** 2
+
+
+def _global_is_1d(kw) -> bool:
+    """Near-sighted Attention with a 1D pool mode picks its global sample from the token row."""
+    block = kw.get("pool_block")
+    return block is not None and block.mode.startswith("1D")

@@ -57,7 +57,12 @@ def attention_mask(attn_map: torch.Tensor, heads: int, latent_hw: Tuple[int, int
     received_attention). `grid` is the map's (h, w) when the caller knows it; otherwise it is
     recovered with mid_grid.
     """
-    received = received_attention(attn_map, heads)
+    return mask_from_received(received_attention(attn_map, heads), latent_hw, threshold, grid)
+
+
+def mask_from_received(received: torch.Tensor, latent_hw: Tuple[int, int], threshold: float,
+                       grid: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """attention_mask from an already summed map: received [B, N] -> [B, 1, H, W] of 0.0/1.0."""
     b, n = received.shape
     h, w = grid if grid is not None else mid_grid(n, latent_hw)
     if h * w != n:

@@ -383,3 +383,29 @@ def test_info_text_round_trip_reproduces_the_image(patchers):
     assert restored == settings
     again, _ = run_pass(p, restored)
     assert torch.equal(first, again)
+
+
+def test_show_maps_records_through_the_adapter_and_changes_no_output(patchers):
+    """"Show Sloth maps" on Forge main: the hooks' recorder reaches the pass, the output is unchanged."""
+    from PIL import Image
+
+    outputs, recorders = {}, {}
+    for show in (False, True):
+        settings = settings_from_dict({**METHODS["slothful"], **METHODS["sag"], "show_maps": show})
+        p = make_p("sd15", patchers["sd15"])
+        p.sloth_settings, p.sloth_notes, p.sloth_live_notes = settings, [], []
+        p.sloth_maps = p.sloth_recorder = None
+        p.batch_size, p.n_iter, p.iteration = 1, 1, 0
+        p.sampler = Sampler()
+        p.sd_model.forge_objects = p.sd_model.forge_objects_after_applying_lora.shallow_copy()
+        hooks.attach_pass(p, ForgeMainBackend())
+        x = fmh.initial_latent(p.sd_model.forge_objects.unet, batch=1, size=SIZE, sigma=1.0, seed=2)
+        outputs[show] = p.sampler.sample(p, x, STEPS)
+        recorders[show] = p.sloth_maps[1] if p.sloth_maps else None
+        processed = SimpleNamespace(images=[Image.new("RGB", (SIZE[1] * 8, SIZE[0] * 8))], index_of_first_image=0)
+        drawn = hooks.append_maps(p, processed)
+        assert len(processed.images) == 1 + len(drawn)
+        assert [m.caption.split(" - ")[0] for m in drawn] == (["Sloth SAG map", "Sloth K/V budget"] if show else [])
+    assert torch.equal(outputs[False], outputs[True]) and recorders[False] is None
+    recorder = recorders[True]
+    assert len(recorder.sag_records()) == STEPS and recorder.budget[("input", 0)][0] < 1

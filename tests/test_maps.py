@@ -225,3 +225,21 @@ def test_the_engine_side_never_imports_pil_or_the_webui():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-1500:]
+
+
+def test_1d_pool_modes_record_the_global_sample_of_the_token_row():
+    from lib_sloth.geometry import window_1d
+    from lib_sloth.layer_call import TokenGrid
+    from lib_sloth.methods import plan_layer
+
+    s = settings_from_dict({"nearsighted.enabled": True, "nearsighted.input.mode": "1D_AVG"})
+    recorder = MapRecorder(s, seed=7)
+    step = recorder.tile_steps(5)[0]
+    call = LayerCall("input", TokenGrid(40, 40, 0), 2, step, 5, 7)
+    runner = plan_layer(s, call)
+    recorder.layer(call, runner, (40, 40))
+    (record,) = recorder.tiles.values()
+    g = window_1d(runner.keywords["global_stride"], 1600)
+    assert record.global_window is None and record.global_1d == g
+    cells = record.global_cells()
+    assert len(cells) == -(-1600 // g) and cells[1] == divmod(g, 40)
