@@ -1,7 +1,8 @@
-"""Benchmark: one UNet forward (batch 2 = cond + uncond) per method, against the unpatched UNet
-and peers, all measured in the same process with interleaved repetitions.
+"""Benchmark: one UNet forward (batch 2 = cond + uncond) per method, against the unpatched UNet,
+its physical limit and peers, all measured in the same process with interleaved repetitions.
 
-    python -m lib_sloth.bench [--quick] [--json PATH] [--sizes 512 1024] [--reps N]
+    python -m lib_sloth.bench [--quick] [--json PATH] [--sizes 512 1024] [--reps N] [--threads N]
+                              [--device auto|cpu|cuda] [--profile]
 
 The UNet has the real SD1.5 architecture (ldm UNetModel, model_channels 320) with random
 weights: speed does not depend on the weights. Like the WebUI's default "sdp" optimisation, the
@@ -9,6 +10,11 @@ attention class runs SDPA for every call the methods leave alone (ldm's own forw
 full N x N map in einsum, which would flatter every method). fp32 on CPU, fp16 on CUDA when present. Methods
 run at their default settings at the step closest to their peak (the schedule's strongest point).
 ratio_vs_baseline = baseline median time / case median time (> 1 = faster).
+The ceiling case is the same UNet with every self-attention call (attn1) made free: it returns
+zeros of the right shape and every other layer runs unchanged, so no attn1 rewrite can be faster.
+share_of_ceiling = (baseline - case) / (baseline - ceiling): the part of the removable time a
+method removed. The baseline runs twice per repetition ("unpatched (repeat)", timed at the
+other end of the order); their difference is the run's own noise.
 Peak memory: CUDA's allocator peak on GPU; on CPU the resident-set peak above the level before
 the call (Linux VmHWM, reset per run through /proc/self/clear_refs).
 """
@@ -21,214 +27,48 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
-from typing import Callable, ContextManager, List
 
 import torch
 
-from .patch import SlothPatch
-from .prediction import NoiseSpace
-from .sag import SagPass
-from .settings import settings_from_dict
-
-TOTAL_STEPS = 20
+from .bench_cases import (  # noqa: F401  (re-exported: the cases are part of the bench's interface)
+    SLOTH_CASES, TOTAL_STEPS, Case, SlothPatch, build_unet, case_step, ceiling_case, cfg_step, default_cases,
+    free_self_attention, maps_cases, sag_cases, sdp_attention, sloth_case, tomesd_case, unpatched_case)
 
 
-def unet_forward(unet, x, t, ctx, handle):
-    unet(x, t, ctx)
+class DeviceClock:
+    """Timing and peak memory on one device.
 
+    CUDA runs kernels asynchronously: every timing is bracketed by torch.cuda.synchronize, and
+    memory is the allocator's peak (reset per case) above what was allocated before the call.
+    On CPU memory is the resident-set peak above the level before the call (Linux VmHWM, reset
+    through /proc/self/clear_refs). `cuda` overrides the device type: the tests drive the CUDA
+    path with CPU tensors and recording stand-ins of the torch.cuda calls.
+    """
 
-@dataclass
-class Case:
-    name: str
-    enter: Callable[[torch.nn.Module], ContextManager]  # context around one timed run
-    run: Callable = unet_forward  # (unet, x, t, ctx, what enter yielded) -> None
-
-
-# ---- SAG: one CFG step (cond + uncond rows, eps model) with and without the guidance ----------
-CFG_SCALE = 7.0
-
-
-def sd15_alphas_cumprod() -> torch.Tensor:
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
-    return torch.cumprod(1 - betas, 0)
-
-
-def cfg_step(unet, x, t, ctx, sag):
-    """Rows [cond, uncond] of one image; SAG arms the uncond row and adds one batch-1 call."""
-    if sag is not None:
-        sag.arm(slice(-1, None))
-    out = unet(x, t, ctx)
-    cond, uncond = out[:1], out[1:]
-    cfg = uncond + CFG_SCALE * (cond - uncond)
-    if sag is not None:
-        sag.map_bytes = sag.recorded.nbytes if sag.recorded is not None else 0
-        space = NoiseSpace.from_alphas_cumprod(sd15_alphas_cumprod(), t[1:], like=x[1:])
-        sag.guide(cfg, x[1:], uncond, lambda xd: unet(xd, t[1:], ctx[1:]), space=space, prediction="eps")
-
-
-def sag_cases() -> List[Case]:
-    settings = settings_from_dict({"sag.enabled": True})
-
-    @contextlib.contextmanager
-    def with_sag(unet):
-        patch = SlothPatch(unet, settings, seed=1)
-        sag = SagPass(settings.sag, patch)
-        with patch:
-            patch.set_step(0, TOTAL_STEPS)
-            yield sag
-
-    return [Case("cfg step", lambda unet: contextlib.nullcontext(), cfg_step),
-            Case("cfg step + SAG", with_sag, cfg_step)]
-
-
-# ---- Show Sloth maps: the recording's cost (each group's first case is its baseline) -----------
-def maps_cases() -> List[List[Case]]:
-    """Two groups, each the same step without and with a MapRecorder on the patch: one UNet
-    forward of Near-sighted Attention (tile + budget recording), and a CFG step with Slothful +
-    SAG (budget + SAG map recording). A fresh recorder per run: every call is a step's first."""
-    from .maps import MapRecorder
-
-    def patched(data: dict, record: bool):
-        settings = settings_from_dict(data)
-
-        @contextlib.contextmanager
-        def enter(unet):
-            patch = SlothPatch(unet, settings, seed=1)
-            patch.recorder = MapRecorder(settings, 1) if record else None
-            sag = SagPass(settings.sag, patch) if settings.sag.enabled else None
-            with patch:
-                patch.set_step(_peak_step(0.4), TOTAL_STEPS)
-                yield sag
-
-        return enter
-
-    nsa = {"nearsighted.enabled": True}
-    sag = {"slothful.enabled": True, "sag.enabled": True}
-    return [[Case("maps off: nearsighted attention", patched(nsa, False)),
-             Case("maps on: nearsighted attention", patched(nsa, True))],
-            [Case("maps off: cfg step + slothful + SAG", patched(sag, False), cfg_step),
-             Case("maps on: cfg step + slothful + SAG", patched(sag, True), cfg_step)]]
-
-
-def _peak_step(peak_time: float) -> int:
-    return round(peak_time * (TOTAL_STEPS - 1))
-
-
-def sloth_case(name: str, data: dict, step: int | None = None) -> Case:
-    settings = settings_from_dict(data)
-
-    @contextlib.contextmanager
-    def enter(unet):
-        with SlothPatch(unet, settings, seed=1) as patch:
-            patch.set_step(_peak_step(0.4) if step is None else step, TOTAL_STEPS)
-            yield
-
-    return Case(name, enter)
-
-
-def tomesd_case(ratio: float) -> Case:
-    @contextlib.contextmanager
-    def enter(unet):
-        import tomesd
-
-        holder = _Holder(unet)
-        tomesd.apply_patch(holder, ratio=ratio)
-        try:
-            yield
-        finally:
-            tomesd.remove_patch(holder)
-
-    return Case(f"tomesd {ratio}", enter)
-
-
-class _Holder(torch.nn.Module):
-    """tomesd wants the LatentDiffusion-like parent that has .model.diffusion_model."""
-
-    def __init__(self, unet):
-        super().__init__()
-        self.model = torch.nn.Module()
-        self.model.diffusion_model = unet
-
-
-def default_cases() -> List[Case]:
-    cases = [
-        Case("unpatched", lambda unet: contextlib.nullcontext()),
-        sloth_case("slothful", {"slothful.enabled": True}),
-        sloth_case("nearsighted tile", {"tile.enabled": True}),
-        sloth_case("nearsighted attention", {"nearsighted.enabled": True}),
-    ]
-    cases += extra_cases()
-    cases.append(tomesd_case(0.5))
-    return cases
-
-
-def extra_cases() -> List[Case]:
-    """Cases of methods that live in their own modules (added as they land)."""
-    cases: List[Case] = []
-    try:
-        from . import agentsd  # noqa: F401
-    except ImportError:
-        return cases
-    cases.append(sloth_case("agentsd early", {"agentsd.enabled": True}, step=0))
-    cases.append(sloth_case("agentsd late", {"agentsd.enabled": True}, step=TOTAL_STEPS - 1))
-    cases.append(tomesd_case(0.4))
-    return cases
-
-
-@contextlib.contextmanager
-def sdp_attention():
-    """Install an SDPA forward on ldm's CrossAttention, as the WebUI does at model load."""
-    from ldm.modules.attention import CrossAttention
-
-    from .attention import attend
-
-    saved = CrossAttention.__dict__["forward"]
-
-    def forward(self, x, context=None, mask=None, **kwargs):
-        context = x if context is None else context
-        out = attend(self.to_q(x), self.to_k(context), self.to_v(context), self.heads)
-        return self.to_out(out)
-
-    CrossAttention.forward = forward
-    try:
-        yield
-    finally:
-        CrossAttention.forward = saved
-
-
-def build_unet(device, dtype):
-    from ldm.modules.diffusionmodules.openaimodel import UNetModel
-
-    torch.manual_seed(0)
-    unet = UNetModel(image_size=64, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=2,
-                     attention_resolutions=[4, 2, 1], channel_mult=[1, 2, 4, 4], num_heads=8,
-                     use_spatial_transformer=True, transformer_depth=1, context_dim=768, legacy=False)
-    for m in unet.modules():  # ldm zero-initialises some layers; speed is the same, but be honest
-        if hasattr(m, "reset_parameters") and m is not unet:
-            m.reset_parameters()
-    return unet.to(device=device, dtype=dtype).eval()
-
-
-class PeakMemory:
-    def __init__(self, device):
+    def __init__(self, device: torch.device, cuda: bool | None = None):
         self.device = device
+        self.cuda = device.type == "cuda" if cuda is None else cuda
+        self.base = 0
 
-    def start(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def start(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
         else:
             with contextlib.suppress(OSError):
                 with open("/proc/self/clear_refs", "w") as f:
                     f.write("5")
             self.base = _status_kb("VmRSS")
 
-    def stop(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            return (torch.cuda.max_memory_allocated() - self.base) / 2**20
+    def peak_mb(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            return (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
         return max(0, _status_kb("VmHWM") - self.base) / 1024
 
 
@@ -243,9 +83,24 @@ def _status_kb(key: str) -> int:
     return 0
 
 
-def run(sizes, reps, cases, device, dtype, log=print, unet=None):
-    """Time every case at every size; the first case is the baseline of its group."""
+def run(sizes, reps, cases, device, dtype, log=print, unet=None, warmup: str | None = None,
+        clock: DeviceClock | None = None, timer: str = "wall"):
+    """Time every case at every size; the first case is the baseline of its group.
+
+    timer: what median_s, the ratio and the share are computed from: "wall" (perf_counter) or
+    "cpu" (the process's CPU time: on a machine shared with other jobs, one torch thread's CPU
+    time counts the work done and not the time spent waiting for a core). Both medians are in
+    every row (wall_median_s, cpu_median_s).
+
+    warmup: "all" runs every case once untimed before the timed repetitions (kernel selection
+    and the allocator settle per shape: the CUDA default), "baseline" only the first case (the
+    CPU default: its kernels do not tune per shape, and a 1024² forward costs a minute).
+    Each row: name, size, median_s, ratio_vs_baseline, share_of_ceiling (None without a
+    ceiling case), peak_mem_mb, times_s (every repetition).
+    """
     unet = unet or build_unet(device, dtype)
+    clock = clock or DeviceClock(device)
+    warmup = warmup or ("all" if clock.cuda else "baseline")
     results = []
     for size in sizes:
         lat = size // 8
@@ -254,33 +109,69 @@ def run(sizes, reps, cases, device, dtype, log=print, unet=None):
         t = torch.tensor([500, 500], device=device)
         ctx = torch.randn(2, 77, 768, generator=g).to(device, dtype)
         times = {c.name: [] for c in cases}
+        cpu = {c.name: [] for c in cases}
         mems = {c.name: 0.0 for c in cases}
         extra = {}
-        meter = PeakMemory(device)
         with torch.no_grad(), sdp_attention():
-            with cases[0].enter(unet) as handle:
-                cases[0].run(unet, x, t, ctx, handle)  # warm-up: allocator, kernels
+            for case in cases if warmup == "all" else cases[:1]:  # untimed
+                with case.enter(unet) as handle:
+                    case.run(unet, x, t, ctx, handle)
+                clock.sync()
             for rep in range(reps):
                 order = cases if rep % 2 == 0 else list(reversed(cases))  # interleave, alternate order
                 for case in order:
                     with case.enter(unet) as handle:
-                        meter.start()
-                        t0 = time.perf_counter()
+                        clock.start()
+                        clock.sync()
+                        t0, c0 = time.perf_counter(), time.process_time()
                         case.run(unet, x, t, ctx, handle)
-                        if device.type == "cuda":
-                            torch.cuda.synchronize()
+                        clock.sync()
                         times[case.name].append(time.perf_counter() - t0)
-                        mems[case.name] = max(mems[case.name], meter.stop())
+                        cpu[case.name].append(time.process_time() - c0)
+                        mems[case.name] = max(mems[case.name], clock.peak_mb())
                         if getattr(handle, "map_bytes", None):
                             extra[case.name] = {"sag_map_mb": round(handle.map_bytes / 2**20, 3)}
-                    log(f"  {size}px rep {rep + 1}/{reps} {case.name}: {times[case.name][-1]:.2f}s")
-        base = statistics.median(times[cases[0].name])
+                    log(f"  {size}px rep {rep + 1}/{reps} {case.name}: {times[case.name][-1]:.2f}s "
+                        f"(cpu {cpu[case.name][-1]:.2f}s)")
+        wall_med = {c.name: statistics.median(times[c.name]) for c in cases}
+        cpu_med = {c.name: statistics.median(cpu[c.name]) for c in cases}
+        med = cpu_med if timer == "cpu" else wall_med
+        base = med[cases[0].name]
+        ceiling = next((med[c.name] for c in cases if c.role == "ceiling"), None)
         for case in cases:
-            med = statistics.median(times[case.name])
-            results.append({"name": case.name, "size": size, "median_s": round(med, 4),
-                            "ratio_vs_baseline": round(base / med, 3), "peak_mem_mb": round(mems[case.name], 1),
-                            **extra.get(case.name, {})})
+            results.append({"name": case.name, "role": case.role, "size": size, "median_s": round(med[case.name], 4),
+                            "ratio_vs_baseline": round(base / med[case.name], 3),
+                            "share_of_ceiling": share_of_ceiling(base, med[case.name], ceiling),
+                            "peak_mem_mb": round(mems[case.name], 1), "timer": timer,
+                            "wall_median_s": round(wall_med[case.name], 4), "cpu_median_s": round(cpu_med[case.name], 4),
+                            "times_s": [round(v, 4) for v in times[case.name]],
+                            "cpu_times_s": [round(v, 4) for v in cpu[case.name]], **extra.get(case.name, {})})
     return results
+
+
+def share_of_ceiling(baseline: float, case: float, ceiling: float | None) -> float | None:
+    """(baseline - case) / (baseline - ceiling): 0 = nothing removed, 1 = all that attn1 costs.
+    None without a ceiling, or when the ceiling is not below the baseline (nothing to remove)."""
+    if ceiling is None or baseline - ceiling <= 0:
+        return None
+    return round((baseline - case) / (baseline - ceiling), 3)
+
+
+def summary(results) -> dict:
+    """Per size (as a string key): ceiling_s, and the noise of the run from its two baselines:
+    baseline_s / repeat_s (medians) and noise = |1 - baseline/repeat|."""
+    out: dict = {"ceiling_s": {}, "noise": {}}
+    for size in sorted({r["size"] for r in results}):
+        rows = [r for r in results if r["size"] == size]
+        for r in rows:
+            if r["role"] == "ceiling":
+                out["ceiling_s"][str(size)] = r["median_s"]
+        groups = [r for r in rows if r["role"] in ("baseline", "repeat")]
+        for base, rep in zip(groups[0::2], groups[1::2]):
+            key = str(size) if base["name"] == "unpatched" else f"{size} {base['name']}"
+            out["noise"][key] = {"baseline_s": base["median_s"], "repeat_s": rep["median_s"],
+                                 "noise": round(abs(1 - base["median_s"] / rep["median_s"]), 3)}
+    return out
 
 
 def sag_map_mb(unet, size: int) -> float:
@@ -295,11 +186,29 @@ def sag_map_mb(unet, size: int) -> float:
 
 
 def table(results) -> str:
-    lines = ["| case | size | median s | speed-up vs baseline | peak mem MB |", "|---|---:|---:|---:|---:|"]
+    lines = ["| case | size | median s | speed-up vs baseline | share of ceiling | peak mem MB |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in results:
+        share = "" if r.get("share_of_ceiling") is None else f"{100 * r['share_of_ceiling']:.0f} %"
         lines.append(f"| {r['name']} | {r['size']}² | {r['median_s']:.3f} | {r['ratio_vs_baseline']:.2f}× "
-                     f"| {r['peak_mem_mb']:.0f} |")
+                     f"| {share} | {r['peak_mem_mb']:.0f} |")
     return "\n".join(lines)
+
+
+def _load_avg():
+    """The machine's 1/5/15-minute load averages when the run ends (how busy the cores were)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device here (torch.cuda.is_available() is False)")
+    return torch.device(name)
 
 
 def main(argv=None):
@@ -308,29 +217,51 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", metavar="PATH")
-    ap.add_argument("--only", nargs="+", help="case names to run (the unpatched baseline always runs)")
+    ap.add_argument("--only", nargs="+", help="case names to run (the baselines and the ceiling always run)")
     ap.add_argument("--sag-sizes", type=int, nargs="*", default=[512], help="sizes of the SAG CFG-step cases")
     ap.add_argument("--maps-sizes", type=int, nargs="*", default=[],
                     help="sizes of the 'Show Sloth maps' recording cases (maps off vs on); none by default")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="auto = cuda when available; cuda runs fp16, cpu fp32")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    ap.add_argument("--timer", choices=("wall", "cpu"), default="wall",
+                    help="what the ratios use: wall clock, or the process's CPU time (a busy shared machine, 1 thread)")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead of the UNet table: where each method's time goes on one layer (lib_sloth.bench_profile)")
     args = ap.parse_args(argv)
     sizes, reps = ([512], 1) if args.quick else (args.sizes, args.reps)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    log(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, sizes {sizes}, reps {reps}, "
+        f"timer {args.timer}, load {_load_avg()}")
+    if args.profile:
+        from .bench_profile import profile_report
+
+        report = profile_report(max(sizes), reps, device, dtype, only=args.only,
+                                sag_size=(args.sag_sizes or [512])[0], timer=args.timer)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+        return report
     cases = default_cases()
     if args.only:
-        cases = [cases[0]] + [c for c in cases[1:] if c.name in args.only]
-    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    log(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, sizes {sizes}, reps {reps}")
+        cases = [c for c in cases if c.role != "case" or c.name in args.only]
     unet = build_unet(device, dtype)
-    results = run(sizes, reps, cases, device, dtype, log, unet)
+    results = run(sizes, reps, cases, device, dtype, log, unet, timer=args.timer)
     if args.sag_sizes and (not args.only or "sag" in args.only):
-        results += run(args.sag_sizes, reps, sag_cases(), device, dtype, log, unet)
+        results += run(args.sag_sizes, reps, sag_cases(), device, dtype, log, unet, timer=args.timer)
     for group in maps_cases() if args.maps_sizes else ():
-        results += run(args.maps_sizes, reps, group, device, dtype, log, unet)
+        results += run(args.maps_sizes, reps, group, device, dtype, log, unet, timer=args.timer)
     report = {"device": str(device) + ("" if device.type == "cuda" else f" ({os.cpu_count()} cores)"),
-              "torch": torch.__version__, "cases": results,
+              "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "timer": args.timer, "load_avg": _load_avg(), "cases": results, **summary(results),
               "sag_map_mb_1024": round(sag_map_mb(unet, 1024), 3)}
     print(table(results))
+    for key, n in report["noise"].items():
+        print(f"noise {key}: baseline {n['baseline_s']:.3f}s, repeat {n['repeat_s']:.3f}s -> {100 * n['noise']:.1f} %")
     print(f"SAG map at 1024 px (one uncond image): {report['sag_map_mb_1024']} MB")
     if args.json:
         with open(args.json, "w") as f:

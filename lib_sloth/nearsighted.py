@@ -22,7 +22,8 @@ from .geometry import window_1d, window_2d
 from .layer_call import LayerCall, Runner
 from .slothful import PoolBlock, layer_stride, output_pool_block, pool_block_for, pooling_for, reduce_tokens, \
     run_slothful
-from .tiling import TileGrid, offset_rng, tile, tile_grid, untile, with_offsets
+from .tiling import TileGrid, fill_per_tile, offset_rng, pick_in_tiles, tile, tile_grid, tile_with_room, untile, \
+    with_offsets
 
 
 @dataclass(frozen=True)
@@ -99,15 +100,25 @@ def tiled_attention(module, x: torch.Tensor, grid: TileGrid, global_stride: Opti
         global_v = module.to_v(v_src)
 
     out = q_grid.new_empty(b, h, w, q_grid.shape[-1])
+    g = 0 if global_k is None else global_k.shape[1]
     for rect in grid.rects():
         q = tile(q_grid, rect)
+        # K/V of each tile are built in one buffer: the local tokens, then the global sample
+        # (copied once per tile by broadcast; no concatenation copy)
         if pooled_local:
             pooling = pooling_for(pool_block, pool_stride, rect.bh, rect.bw)
-            k_local = tile(k_in_grid, rect)
-            v_local = k_local if v_in_grid is k_in_grid else tile(v_in_grid, rect)
             if pooling is None:
+                k_local = tile(k_in_grid, rect)
+                v_local = k_local if v_in_grid is k_in_grid else tile(v_in_grid, rect)
                 k, v = module.to_k(k_local), module.to_v(v_local)
+            elif pooling.picks_only and pooling.mode.startswith("2D"):
+                # the strided pick of each tile, straight from the grid: only picked tokens are copied
+                k_src = pick_in_tiles(k_in_grid, rect, pooling.window)
+                v_src = k_src if v_in_grid is k_in_grid else pick_in_tiles(v_in_grid, rect, pooling.window)
+                k, v = module.to_k(k_src), module.to_v(v_src)
             else:
+                k_local = tile(k_in_grid, rect)
+                v_local = k_local if v_in_grid is k_in_grid else tile(v_in_grid, rect)
                 if shared_kv:
                     k_src, v_src = reduce_tokens(k_local, rect.bh, rect.bw, pooling)
                 else:
@@ -115,11 +126,13 @@ def tiled_attention(module, x: torch.Tensor, grid: TileGrid, global_stride: Opti
                     v_src = reduce_tokens(v_local, rect.bh, rect.bw, pooling)[1]
                 k = module.to_k(k_src)
                 v = module.to_v(v_src)
+            if g:
+                k, v = _with_global(k, global_k), _with_global(v, global_v)
         else:
-            k, v = tile(k_grid, rect), tile(v_grid, rect)
-        if global_k is not None:
-            k = torch.cat([k, _per_tile(global_k, rect.tiles)], dim=1)
-            v = torch.cat([v, _per_tile(global_v, rect.tiles)], dim=1)
+            k, v = tile_with_room(k_grid, rect, g), tile_with_room(v_grid, rect, g)
+            if g:
+                fill_per_tile(k, global_k, rect.bh * rect.bw)
+                fill_per_tile(v, global_v, rect.bh * rect.bw)
         untile(attend(q, k, v, module.heads, upcast), rect, out)
     return out.view(b, n, -1)
 
@@ -172,10 +185,13 @@ def _pool_at(grid: torch.Tensor, size: tuple, step: tuple, use_max: bool) -> tor
     return total / inside
 
 
-def _per_tile(tokens: torch.Tensor, tiles: int) -> torch.Tensor:
-    """[B, M, C] -> [B*tiles, M, C], matching tile()'s batch-major order."""
-    b, m, c = tokens.shape
-    return tokens.unsqueeze(1).expand(b, tiles, m, c).reshape(b * tiles, m, c)
+def _with_global(local: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """[B*tiles, L, C] local K or V and [B, G, C] global ones -> [B*tiles, L + G, C]."""
+    bt, m, c = local.shape
+    buf = local.new_empty(bt, m + tokens.shape[1], c)
+    buf[:, :m] = local
+    fill_per_tile(buf, tokens, m)
+    return buf
 
 
 # ---- planning ---------------------------------------------------------------------------------

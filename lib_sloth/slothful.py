@@ -76,6 +76,11 @@ class Pooling:
     def is_identity(self) -> bool:
         return self.window == (1, 1)
 
+    @property
+    def picks_only(self) -> bool:
+        """K and V both take the strided pick (no pooled window): nothing needs pooling."""
+        return self.k_blend == 0 and self.v_blend == 0
+
 
 def pooling_for(block: PoolBlock, stride: float, h: int, w: int) -> Optional[Pooling]:
     """The reduction for `stride` (already scaled by time and depth); None when stride <= 1."""
@@ -107,18 +112,18 @@ def reduce_tokens(x: torch.Tensor, h: int, w: int, pooling: Pooling) -> Tuple[to
     M = ceil(h/sy)*ceil(w/sx) (2D) or ceil(h*w/s) (1D). Each is lerp(strided pick, pooled window, blend).
     """
     b, n, c = x.shape
-    if pooling.mode.startswith("2D"):
-        grid = x.transpose(1, 2).reshape(b, c, h, w)
-    else:
-        grid = x.transpose(1, 2).reshape(b, c, 1, n)
+    # work on the [B, rows, cols, C] view of x: picking copies only the picked tokens, and the
+    # pooling reads x in place (channels-last); no transposed copy of the whole grid
+    rows = x.reshape(b, h, w, c) if pooling.mode.startswith("2D") else x.reshape(b, 1, n, c)
     sy, sx = pooling.window
-    pick = grid[:, :, ::sy, ::sx]
-    need_pool = pooling.k_blend > 0 or pooling.v_blend > 0
-    pooled = _pool_grid(grid, pooling.window, pooling.mode.endswith("MAX")) if need_pool else None
+    pick = rows[:, ::sy, ::sx]
+    pooled = None
+    if not pooling.picks_only:
+        pooled = _pool_grid(rows.permute(0, 3, 1, 2), pooling.window, pooling.mode.endswith("MAX")).permute(0, 2, 3, 1)
 
     def blend(weight: float) -> torch.Tensor:
         src = pick if weight == 0 else (pooled if weight == 1 else torch.lerp(pick, pooled, weight))
-        return src.flatten(2).transpose(1, 2)
+        return src.reshape(b, -1, c)
 
     k_src = blend(pooling.k_blend)
     v_src = k_src if pooling.v_blend == pooling.k_blend else blend(pooling.v_blend)

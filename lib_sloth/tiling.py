@@ -96,10 +96,44 @@ def _runs(sizes: List[int]) -> List[Tuple[int, int, int]]:
     return runs
 
 
+def _tiles_view(x: torch.Tensor, rect: Rect) -> torch.Tensor:
+    """x: [B, h, w, C] grid -> view [B, ky, bh, kx, bw, C] of the cells of `rect` (no copy)."""
+    region = x[:, rect.y0:rect.y0 + rect.ky * rect.bh, rect.x0:rect.x0 + rect.kx * rect.bw]
+    return region.view(x.shape[0], rect.ky, rect.bh, rect.kx, rect.bw, x.shape[-1])
+
+
 def tile(x: torch.Tensor, rect: Rect) -> torch.Tensor:
     """x: [B, h, w, C] grid -> [B*ky*kx, bh*bw, C] tokens of each tile of `rect` (batch-major)."""
-    region = x[:, rect.y0:rect.y0 + rect.ky * rect.bh, rect.x0:rect.x0 + rect.kx * rect.bw]
-    return rearrange(region, "b (ky th) (kx tw) c -> (b ky kx) (th tw) c", ky=rect.ky, kx=rect.kx)
+    return tile_with_room(x, rect, 0)
+
+
+def tile_with_room(x: torch.Tensor, rect: Rect, extra: int) -> torch.Tensor:
+    """tile(x, rect) followed by `extra` rows per tile left for the caller to fill (e.g. a global
+    sample, so K/V are built in one buffer without a concatenation copy): [B*ky*kx, bh*bw + extra, C]."""
+    b, c = x.shape[0], x.shape[-1]
+    out = x.new_empty(b * rect.tiles, rect.bh * rect.bw + extra, c)
+    dst = out[:, :rect.bh * rect.bw].view(b, rect.ky, rect.kx, rect.bh, rect.bw, c)
+    dst.copy_(_tiles_view(x, rect).permute(0, 1, 3, 2, 4, 5))
+    return out
+
+
+def pick_in_tiles(x: torch.Tensor, rect: Rect, window: Tuple[int, int], extra: int = 0) -> torch.Tensor:
+    """Every sy-th row and sx-th column of each tile of `rect`, counted from the tile's own top-left
+    cell: x [B, h, w, C] -> [B*ky*kx, ceil(bh/sy)*ceil(bw/sx) + extra, C] (`extra` rows as in tile).
+    The same tokens as a strided pick of tile(x, rect), copying only the picked ones."""
+    sy, sx = window
+    picked = _tiles_view(x, rect)[:, :, ::sy, :, ::sx]  # [B, ky, ph, kx, pw, C], a view
+    b, ky, ph, kx, pw, c = picked.shape
+    out = x.new_empty(b * ky * kx, ph * pw + extra, c)
+    out[:, :ph * pw].view(b, ky, kx, ph, pw, c).copy_(picked.permute(0, 1, 3, 2, 4, 5))
+    return out
+
+
+def fill_per_tile(buf: torch.Tensor, tokens: torch.Tensor, start: int) -> None:
+    """Copy tokens [B, M, C] into rows start..start+M of every tile of buf [B*tiles, L, C]
+    (batch-major, as tile() orders them): one broadcast copy, no per-tile temporary."""
+    b, m, c = tokens.shape
+    buf[:, start:start + m].view(b, buf.shape[0] // b, m, c).copy_(tokens.unsqueeze(1))
 
 
 def untile(tiles: torch.Tensor, rect: Rect, out: torch.Tensor) -> None:

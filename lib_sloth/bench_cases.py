@@ -1,0 +1,230 @@
+"""What the benchmark times: the cases (baseline, ceiling, Sloth methods, tomesd, the baseline
+again), the SAG CFG step, the benchmark UNet and the SDPA forward it runs. Shared by
+lib_sloth.bench (the timed table) and lib_sloth.bench_profile (the per-stage profile).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, ContextManager, List
+
+import torch
+
+from .patch import SlothPatch
+from .prediction import NoiseSpace
+from .sag import SagPass
+from .settings import settings_from_dict
+
+TOTAL_STEPS = 20
+
+
+def unet_forward(unet, x, t, ctx, handle):
+    unet(x, t, ctx)
+
+
+@dataclass
+class Case:
+    name: str
+    enter: Callable[[torch.nn.Module], ContextManager]  # context around one timed run
+    run: Callable = unet_forward  # (unet, x, t, ctx, what enter yielded) -> None
+    role: str = "case"  # "baseline" (the first case), "ceiling", "repeat" (the baseline again) or "case"
+
+
+def unpatched_case(name: str = "unpatched", role: str = "baseline") -> Case:
+    return Case(name, lambda unet: contextlib.nullcontext(), role=role)
+
+
+@contextlib.contextmanager
+def free_self_attention(unet: torch.nn.Module):
+    """Every self-attention layer (attn1) of `unet` returns zeros shaped like its input (attn1
+    maps query_dim to query_dim) without computing anything; cross-attention, convolutions and
+    MLPs run unchanged. Instance forwards are set and removed again on exit, whatever happens."""
+    from .layers import find_self_attention
+
+    layers = list(find_self_attention(unet))
+    saved = [m.__dict__.get("forward", _NO_FORWARD) for m in layers]
+
+    def free(x, *args, **kwargs):
+        return torch.zeros_like(x)
+
+    try:
+        for m in layers:
+            m.forward = free
+        yield
+    finally:
+        for m, f in zip(layers, saved):
+            if f is _NO_FORWARD:
+                m.__dict__.pop("forward", None)
+            else:
+                m.forward = f
+
+
+_NO_FORWARD = object()
+
+
+def ceiling_case() -> Case:
+    return Case("ceiling (attn1 free)", free_self_attention, role="ceiling")
+
+
+# ---- SAG: one CFG step (cond + uncond rows, eps model) with and without the guidance ----------
+CFG_SCALE = 7.0
+
+
+def sd15_alphas_cumprod() -> torch.Tensor:
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, 0)
+
+
+def cfg_step(unet, x, t, ctx, sag):
+    """Rows [cond, uncond] of one image; SAG arms the uncond row and adds one batch-1 call."""
+    if sag is not None:
+        sag.arm(slice(-1, None))
+    out = unet(x, t, ctx)
+    cond, uncond = out[:1], out[1:]
+    cfg = uncond + CFG_SCALE * (cond - uncond)
+    if sag is not None:
+        sag.map_bytes = sag.recorded.nbytes if sag.recorded is not None else 0
+        space = NoiseSpace.from_alphas_cumprod(sd15_alphas_cumprod(), t[1:], like=x[1:])
+        sag.guide(cfg, x[1:], uncond, lambda xd: unet(xd, t[1:], ctx[1:]), space=space, prediction="eps")
+
+
+def sag_cases() -> List[Case]:
+    settings = settings_from_dict({"sag.enabled": True})
+
+    @contextlib.contextmanager
+    def with_sag(unet):
+        patch = SlothPatch(unet, settings, seed=1)
+        sag = SagPass(settings.sag, patch)
+        with patch:
+            patch.set_step(0, TOTAL_STEPS)
+            yield sag
+
+    return [Case("cfg step", lambda unet: contextlib.nullcontext(), cfg_step, role="baseline"),
+            Case("cfg step + SAG", with_sag, cfg_step),
+            Case("cfg step (repeat)", lambda unet: contextlib.nullcontext(), cfg_step, role="repeat")]
+
+
+# ---- Show Sloth maps: the recording's cost (each group's first case is its baseline) -----------
+def maps_cases() -> List[List[Case]]:
+    """Two groups, each the same step without and with a MapRecorder on the patch: one UNet
+    forward of Near-sighted Attention (tile + budget recording), and a CFG step with Slothful +
+    SAG (budget + SAG map recording). A fresh recorder per run: every call is a step's first."""
+    from .maps import MapRecorder
+
+    def patched(data: dict, record: bool):
+        settings = settings_from_dict(data)
+
+        @contextlib.contextmanager
+        def enter(unet):
+            patch = SlothPatch(unet, settings, seed=1)
+            patch.recorder = MapRecorder(settings, 1) if record else None
+            sag = SagPass(settings.sag, patch) if settings.sag.enabled else None
+            with patch:
+                patch.set_step(_peak_step(0.4), TOTAL_STEPS)
+                yield sag
+
+        return enter
+
+    nsa = {"nearsighted.enabled": True}
+    sag = {"slothful.enabled": True, "sag.enabled": True}
+    return [[Case("maps off: nearsighted attention", patched(nsa, False)),
+             Case("maps on: nearsighted attention", patched(nsa, True))],
+            [Case("maps off: cfg step + slothful + SAG", patched(sag, False), cfg_step),
+             Case("maps on: cfg step + slothful + SAG", patched(sag, True), cfg_step)]]
+
+
+def _peak_step(peak_time: float) -> int:
+    return round(peak_time * (TOTAL_STEPS - 1))
+
+
+def sloth_case(name: str, data: dict, step: int | None = None) -> Case:
+    settings = settings_from_dict(data)
+
+    @contextlib.contextmanager
+    def enter(unet):
+        with SlothPatch(unet, settings, seed=1) as patch:
+            patch.set_step(case_step(step), TOTAL_STEPS)
+            yield
+
+    return Case(name, enter)
+
+
+def tomesd_case(ratio: float) -> Case:
+    @contextlib.contextmanager
+    def enter(unet):
+        import tomesd
+
+        holder = _Holder(unet)
+        tomesd.apply_patch(holder, ratio=ratio)
+        try:
+            yield
+        finally:
+            tomesd.remove_patch(holder)
+
+    return Case(f"tomesd {ratio}", enter)
+
+
+class _Holder(torch.nn.Module):
+    """tomesd wants the LatentDiffusion-like parent that has .model.diffusion_model."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.model = torch.nn.Module()
+        self.model.diffusion_model = unet
+
+
+# (case name, settings, step or None = the peak step): the Sloth rows of the table, and of --profile
+SLOTH_CASES = [
+    ("slothful", {"slothful.enabled": True}, None),
+    ("nearsighted tile", {"tile.enabled": True}, None),
+    ("nearsighted attention", {"nearsighted.enabled": True}, None),
+    ("agentsd early", {"agentsd.enabled": True}, 0),
+    ("agentsd late", {"agentsd.enabled": True}, TOTAL_STEPS - 1),
+]
+
+
+def case_step(step: int | None) -> int:
+    return _peak_step(0.4) if step is None else step
+
+
+def default_cases() -> List[Case]:
+    """Baseline, ceiling, every Sloth case, tomesd at AgentSD's two ratios, the baseline again."""
+    cases = [unpatched_case(), ceiling_case()]
+    cases += [sloth_case(name, data, step) for name, data, step in SLOTH_CASES]
+    cases += [tomesd_case(0.4), tomesd_case(0.5)]
+    cases.append(unpatched_case("unpatched (repeat)", role="repeat"))
+    return cases
+
+
+@contextlib.contextmanager
+def sdp_attention():
+    """Install an SDPA forward on ldm's CrossAttention, as the WebUI does at model load."""
+    from ldm.modules.attention import CrossAttention
+
+    from .attention import attend
+
+    saved = CrossAttention.__dict__["forward"]
+
+    def forward(self, x, context=None, mask=None, **kwargs):
+        context = x if context is None else context
+        out = attend(self.to_q(x), self.to_k(context), self.to_v(context), self.heads)
+        return self.to_out(out)
+
+    CrossAttention.forward = forward
+    try:
+        yield
+    finally:
+        CrossAttention.forward = saved
+
+
+def build_unet(device, dtype):
+    from ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    torch.manual_seed(0)
+    unet = UNetModel(image_size=64, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=2,
+                     attention_resolutions=[4, 2, 1], channel_mult=[1, 2, 4, 4], num_heads=8,
+                     use_spatial_transformer=True, transformer_depth=1, context_dim=768, legacy=False)
+    for m in unet.modules():  # ldm zero-initialises some layers; speed is the same, but be honest
+        if hasattr(m, "reset_parameters") and m is not unet:
+            m.reset_parameters()
+    return unet.to(device=device, dtype=dtype).eval()
