@@ -212,7 +212,7 @@ def test_maps_cases_record_and_compare_against_maps_off():
     bench.SlothPatch.__init__ = init
     try:
         with torch.no_grad():
-            x = torch.randn(2, 4, 32, 32)
+            x = torch.randn(2, 4, 64, 64)  # level 0 is 64x64: Near-sighted Attention tiles it
             t, ctx = torch.tensor([500, 500]), torch.randn(2, 77, 768)
             for group in bench.maps_cases():
                 for case in group:
