@@ -381,3 +381,89 @@ def attention_layer_names(model_or_unet) -> list:
     """Dotted names of every self-attention module (``...transformer_blocks.N.attn1``)."""
     unet = getattr(model_or_unet, "diffusion_model", model_or_unet)
     return [name for name, _ in unet.named_modules() if name.endswith(".attn1")]
+
+
+# -- the refiner switch inside sampling (reForge / Forge) ------------------------------------------
+
+
+class RefinerCFGDenoiser:
+    """The parts of reForge's CFG denoiser a refiner switch goes through
+    (Panchovix/stable-diffusion-webui-reForge ``main`` = ``3b56b268``:
+    ``modules/sd_samplers_kdiffusion.py`` ``CFGDenoiserKDiffusion`` and
+    ``modules/sd_samplers_cfg_denoiser.py`` ``CFGDenoiser``; Forge main's are the same here).
+
+    - ``inner_model`` is a property: when ``model_wrap`` is None it is rebuilt from the *current*
+      ``shared.sd_model`` (here ``shared`` is any object with an ``sd_model``); the wrap keeps that
+      model as ``inner_model.inner_model``.
+    - ``update_inner_model()`` sets ``model_wrap = None`` (and re-reads the conds, which the
+      stand-in's fixed conds need not).
+    - ``forward(x, sigma)`` first calls `apply_refiner`; then it reads the UnetPatcher afresh,
+      ``self.inner_model.inner_model.forge_objects.unet``, and samples with its ``model_options``
+      (here through `denoise`, i.e. the real ``sampling_function``). reForge's call to
+      ``process_before_every_sampling`` after a switch is commented out: no script hook runs.
+    ``steps`` / ``total_steps`` are set by the sampler's ``launch_sampling``; ``step`` counts the
+    forward calls (the real one counts them in ``forward`` too).
+    """
+
+    def __init__(self, p, shared):
+        self.p, self.shared = p, shared
+        self.model_wrap = None
+        self.step, self.steps, self.total_steps = 0, None, None
+
+    @property
+    def inner_model(self):
+        if self.model_wrap is None:
+            from types import SimpleNamespace
+
+            self.model_wrap = SimpleNamespace(inner_model=self.shared.sd_model)
+        return self.model_wrap
+
+    def update_inner_model(self):
+        self.model_wrap = None
+
+    def forward(self, x, sigma):
+        apply_refiner(self)
+        unet = self.inner_model.inner_model.forge_objects.unet
+        denoised = denoise(unet, x, sigma, self.p.cond, self.p.uncond, self.p.cfg_scale)
+        self.step += 1
+        return denoised
+
+
+def apply_refiner(cfg_denoiser) -> bool:
+    """reForge's ``modules/sd_samplers_common.py`` ``apply_refiner(cfg_denoiser, x, sigma=None)``.
+
+    The forward passes ``x`` as the second argument, so ``sigma`` is None and the switch is by
+    steps: ``completed_ratio = step / total_steps``; no switch before ``p.refiner_switch_at`` or
+    when ``shared.sd_model`` already is the refiner (``p.refiner_checkpoint_info``: here the
+    refiner model itself). Then it writes ``Refiner`` / ``Refiner switch at`` into
+    ``extra_generation_params``, ``reload_model_weights`` (here: ``shared.sd_model`` becomes the
+    refiner model, with the ``forge_objects`` its loader gave it), ``update_inner_model()`` and
+    ``sampling_prepare`` of the new ``forge_objects.unet`` (here: its object patches applied).
+    Not reproduced: hires-pass options, extra networks, ``setup_conds``, ``sampling_cleanup``.
+    """
+    p, shared = cfg_denoiser.p, cfg_denoiser.shared
+    completed_ratio = cfg_denoiser.step / cfg_denoiser.total_steps
+    refiner = p.refiner_checkpoint_info
+    if p.refiner_switch_at is not None and completed_ratio < p.refiner_switch_at:
+        return False
+    if refiner is None or shared.sd_model is refiner:
+        return False
+    p.extra_generation_params["Refiner"] = getattr(refiner, "short_title", "refiner")
+    p.extra_generation_params["Refiner switch at"] = p.refiner_switch_at
+    shared.sd_model = refiner
+    cfg_denoiser.update_inner_model()
+    refiner.forge_objects.unet.patch_model()
+    return True
+
+
+@torch.no_grad()
+def sample_euler_denoiser(cfg_denoiser, x, sigmas, callback=None):
+    """`sample_euler`'s loop over a `RefinerCFGDenoiser`: each step calls its ``forward``, which
+    may switch the model. ``callback(i, sigma, x, denoised)`` runs after every step."""
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = cfg_denoiser.forward(x, sigma)
+        x = x + (x - denoised) / sigma * (sigma_next - sigma)
+        if callback is not None:
+            callback(i, sigma, x, denoised)
+    return x

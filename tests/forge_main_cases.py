@@ -409,3 +409,90 @@ def test_show_maps_records_through_the_adapter_and_changes_no_output(patchers):
     assert torch.equal(outputs[False], outputs[True]) and recorders[False] is None
     recorder = recorders[True]
     assert len(recorder.sag_records()) == STEPS and recorder.budget[("input", 0)][0] < 1
+
+
+# ---- the refiner switch inside sampling ------------------------------------------------------------
+class RefinerDenoiser:
+    """Forge main @ dfdcbab6 ``modules/sd_samplers_kdiffusion.py`` ``CFGDenoiserKDiffusion``: its
+    ``inner_model`` is rebuilt from the current ``shared.sd_model`` when ``model_wrap`` is None (the
+    wrap's ``inner_model`` is that model), ``update_inner_model`` sets it to None; ``forward`` calls
+    ``modules/sd_samplers_common.py`` ``apply_refiner`` first and then samples with
+    ``inner_model.inner_model.forge_objects.unet``. ``apply_refiner`` (by steps: ``sigma`` is None):
+    past ``p.refiner_switch_at`` and not already the refiner, it writes ``Refiner``,
+    ``forge_model_reload`` makes the refiner ``shared.sd_model`` (here: a separately built engine),
+    then ``update_inner_model()`` and ``sampling_prepare`` of the new UnetPatcher. Not reproduced:
+    hires options, extra networks, ``setup_conds``, ``sampling_cleanup``."""
+
+    def __init__(self, p, shared):
+        self.p, self.shared, self.model_wrap, self.step, self.steps = p, shared, None, 0, None
+
+    @property
+    def inner_model(self):
+        if self.model_wrap is None:
+            self.model_wrap = SimpleNamespace(inner_model=self.shared.sd_model)
+        return self.model_wrap
+
+    def update_inner_model(self):
+        self.model_wrap = None
+
+    def apply_refiner(self):
+        p = self.p
+        if self.step / self.steps < p.refiner_switch_at or self.shared.sd_model is p.refiner_checkpoint_info:
+            return False
+        p.extra_generation_params["Refiner"] = "refiner"
+        self.shared.sd_model = p.refiner_checkpoint_info
+        self.update_inner_model()
+        return True
+
+    def forward(self, x, sigma, cond, uncond):
+        self.apply_refiner()
+        unet = self.inner_model.inner_model.forge_objects.unet
+        self.step += 1
+        return sampling_function.sampling_function_inner(unet.model, x, sigma, uncond, cond, self.p.cfg_scale,
+                                                         unet.model_options, SEED)
+
+
+def run_refiner_pass(patchers, settings, switch_at, before_sampling=None):
+    base = ForgeDiffusionEngine(patchers["sd15"], "sd1")
+    refiner = ForgeDiffusionEngine(fmh.build_patcher("sd15", seed=7), "sd1")
+    p = make_p("sd15", patchers["sd15"])
+    p.sd_model, p.refiner_checkpoint_info, p.refiner_switch_at = base, refiner, switch_at
+    shared = SimpleNamespace(sd_model=base)
+    p.sampler = Sampler()  # what processing.py does before the script hook (see start_pass)
+    p.sampler.model_wrap_cfg = denoiser = RefinerDenoiser(p, shared)  # the sampler's own, from its creation
+    p.sd_model.forge_objects = p.sd_model.forge_objects_after_applying_lora.shallow_copy()
+    notes = ForgeMainBackend().attach(p, settings, SEED) if settings is not None else []
+    if before_sampling is not None:
+        before_sampling(p)
+    denoiser.steps = STEPS
+    sigmas = fmh.karras_sigmas(base.forge_objects.unet, STEPS)
+    x = fmh.initial_latent(base.forge_objects.unet, size=SIZE, sigma=1.0, seed=2) * sigmas[0]
+    cond, uncond = fmh.to_cond_list(p.cond), fmh.to_cond_list(p.uncond)
+    with torch.no_grad():
+        for i in range(STEPS):
+            denoised = denoiser.forward(x, sigmas[i].expand(x.shape[0]).clone(), cond, uncond)
+            x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
+            p.sampler.callback_state({"i": i})
+    return x, notes, p, shared, refiner
+
+
+def test_refiner_unet_calls_go_through_sloth_with_the_same_clock(patchers):
+    seen = []
+
+    def record(p):
+        sloth = the_pass(p)
+        sloth.patch.interceptors.append(
+            lambda module, info, x, call: seen.append((call.step, module)) if info.index == 0 else None)
+        p.sloth = sloth
+
+    _, notes, p, shared, refiner = run_refiner_pass(patchers, S("slothful"), 0.5, record)
+    refiner_layers = set(refiner.forge_objects_after_applying_lora.unet.model.diffusion_model.modules())
+    assert p.extra_generation_params["Refiner"] == "refiner" and shared.sd_model is refiner
+    assert {step for step, module in seen if module in refiner_layers} == {2}  # step 2 of 0..2 on the refiner
+    assert {step for step, module in seen if module not in refiner_layers} == {0, 1}
+    assert p.sloth.unet_calls == STEPS
+    assert any("Refiner: its UNet was patched too" in n for n in notes)
+    assert "model_function_wrapper" not in refiner.forge_objects_after_applying_lora.unet.model_options
+    plain, _, _, _, _ = run_refiner_pass(patchers, None, 0.0)
+    sloth, _, _, _, _ = run_refiner_pass(patchers, S("slothful"), 0.0)
+    assert not torch.equal(plain, sloth)

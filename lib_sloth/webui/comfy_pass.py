@@ -34,6 +34,9 @@ stays theirs and the layer is named in a note. An ``attn1`` replacement (Forge's
 the middle block) takes the layer out of ``self.attn1`` entirely; that is noted too, and Sloth's
 SAG skips rather than guide without a map.
 
+Refiner. Both Forge lines switch to the refiner inside sampling and then sample with the refiner's
+own fresh patcher; `follow_refiner` patches a clone of it for the same pass (see its docstring).
+
 What differs per backend is injected as a `Substrate` (today only the extra SAG call's module).
 """
 from __future__ import annotations
@@ -54,6 +57,7 @@ AREA_KEYS = ("mask", "mask_strength", "area", "strength", "set_area_to_bounds")
 BUILTIN_SAG_KEY = "sag_enabled"  # extensions-builtin/sd_forge_sag/scripts/forge_sag.py
 BUILTIN_HYPERTILE_KEY = "HyperTile_enabled"  # extensions-builtin/sd_forge_hypertile/scripts/forge_hypertile.py
 COND, UNCOND = 0, 1
+UNET_PARTS = ("input_blocks", "middle_block", "output_blocks")  # what a non-UNet refiner (Flux, SD3) lacks
 SAG_NO_UNCOND = ("SAG skipped on steps without an uncond pass (CFG scale 1, NGMS / skip early CFG, or another "
                  "extension dropped it)")
 
@@ -95,7 +99,35 @@ def attach_clone(p, settings, seed: int, substrate: Substrate, notes: Sequence[s
     if sloth_pass.sag.active and pass_cfg(p) == 1:
         sloth_pass.patch.note(SAG_NO_UNCOND)
     objects.unet = unet
+    follow_refiner(getattr(sampler, "model_wrap_cfg", None), sloth_pass)
     return sloth_pass.notes
+
+
+def follow_refiner(denoiser, sloth_pass: "ComfyPass") -> None:
+    """Patch the refiner's UNet too when the WebUI switches to it in the middle of the pass.
+
+    Both Forge lines switch inside sampling (modules/sd_samplers_common.py ``apply_refiner``, at the
+    top of the CFG denoiser's ``forward``): they reload the model, then call the denoiser's
+    ``update_inner_model`` (which drops ``model_wrap``, so ``inner_model`` is rebuilt from the new
+    ``shared.sd_model``), then ``sampling_prepare`` the new ``forge_objects.unet``; the same
+    ``forward`` then samples with ``inner_model.inner_model.forge_objects.unet``. No script
+    callback runs again, so we wrap ``update_inner_model`` on the denoiser *instance* (it dies
+    with the pass's sampler) and put a clone of the new patcher, patched by this pass, in place
+    before the first UNet call of the refiner.
+    """
+    original = getattr(denoiser, "update_inner_model", None)
+    if original is None:
+        return
+    original = getattr(original, "sloth_original", original)  # attached twice: replace, never nest
+
+    def update_inner_model(*args, **kwargs):
+        result = original(*args, **kwargs)
+        model = getattr(getattr(denoiser, "inner_model", None), "inner_model", None)
+        sloth_pass.follow(getattr(model, "forge_objects", None))
+        return result
+
+    update_inner_model.sloth_original = original
+    denoiser.update_inner_model = update_inner_model
 
 
 class ComfyPass:
@@ -115,6 +147,11 @@ class ComfyPass:
         self._in_sag_call = False
         self._normaliser = self._normalise  # one bound method, so `is` finds it in a patch list
 
+        self.post_cfg = self._make_post_cfg() if self.sag.active else None
+        self._install_on(unet)
+
+    def _install_on(self, unet) -> None:
+        """Register this pass's wrapper (and SAG's post-CFG function) on one UnetPatcher."""
         existing = unet.model_options.get("model_function_wrapper")
         foreign = existing
         if getattr(existing, "sloth_pass", None) is not None:  # attached twice to one patcher: don't nest
@@ -131,11 +168,28 @@ class ComfyPass:
         self.wrapper = self._make_wrapper(foreign)
         self.bare_wrapper = self._make_wrapper(None)  # for SAG's extra call: no foreign wrapper
         unet.set_model_unet_function_wrapper(self.wrapper)
-        self.post_cfg = None
-        if self.sag.active:
-            self.post_cfg = self._make_post_cfg()
+        if self.post_cfg is not None:
             unet.set_model_sampler_post_cfg_function(self.post_cfg, disable_cfg1_optimization=False)
+        self._middle_replaced = False
         self._check_options(unet.model_options)
+
+    # ---- the refiner switch --------------------------------------------------------------------
+    def follow(self, objects) -> None:
+        """The sampler now reads ``objects.unet`` (another model's patcher): patch a clone of it too,
+        with the same settings, seed and step clock, and assign the clone back (see `follow_refiner`)."""
+        patcher = getattr(objects, "unet", None)
+        wrapper = (getattr(patcher, "model_options", None) or {}).get("model_function_wrapper")
+        if patcher is None or getattr(wrapper, "sloth_pass", None) is self:
+            return  # still ours (update_inner_model without a model change)
+        unet = getattr(getattr(patcher, "model", None), "diffusion_model", None)
+        if not hasattr(patcher, "clone") or not all(hasattr(unet, part) for part in UNET_PARTS):
+            self.patch.note("Refiner: the refiner is not a UNet model; it ran without Sloth")
+            return  # its patcher stays as loaded: nothing of this pass reaches it
+        clone = patcher.clone()
+        self.patch.retarget(clone.model.diffusion_model)
+        self._install_on(clone)
+        objects.unet = clone
+        self.patch.note("Refiner: its UNet was patched too, with the same settings and step clock")
 
     # ---- neighbours ---------------------------------------------------------------------------
     def check_builtins(self, params) -> None:
