@@ -30,6 +30,7 @@ import time
 
 import torch
 
+from .bench_profile import ATTN1_STAGES, StageClock, attn1_stages
 from .bench_cases import (  # noqa: F401  (re-exported: the cases are part of the bench's interface)
     SLOTH_CASES, TOTAL_STEPS, Case, SlothPatch, build_unet, case_step, ceiling_case, cfg_step, default_cases,
     free_self_attention, maps_cases, sag_cases, sdp_attention, sloth_case, tomesd_case, unpatched_case)
@@ -84,7 +85,7 @@ def _status_kb(key: str) -> int:
 
 
 def run(sizes, reps, cases, device, dtype, log=print, unet=None, warmup: str | None = None,
-        clock: DeviceClock | None = None, timer: str = "wall"):
+        clock: DeviceClock | None = None, timer: str = "wall", attribute: bool | None = None):
     """Time every case at every size; the first case is the baseline of its group.
 
     timer: what median_s, the ratio and the share are computed from: "wall" (perf_counter) or
@@ -95,12 +96,16 @@ def run(sizes, reps, cases, device, dtype, log=print, unet=None, warmup: str | N
     warmup: "all" runs every case once untimed before the timed repetitions (kernel selection
     and the allocator settle per shape: the CUDA default), "baseline" only the first case (the
     CPU default: its kernels do not tune per shape, and a 1024² forward costs a minute).
+    attribute: time every attn1 call of the timed runs by stage (bench_profile.attn1_stages; on
+    by default on CPU, off on CUDA, where each stage would need a synchronize).
     Each row: name, size, median_s, ratio_vs_baseline, share_of_ceiling (None without a
-    ceiling case), peak_mem_mb, times_s (every repetition).
+    ceiling case), peak_mem_mb, times_s (every repetition); with `attribute` also attn1_s
+    (median seconds per stage) and bound_ratio (see `bound_ratio`).
     """
     unet = unet or build_unet(device, dtype)
     clock = clock or DeviceClock(device)
     warmup = warmup or ("all" if clock.cuda else "baseline")
+    attribute = not clock.cuda if attribute is None else attribute
     results = []
     for size in sizes:
         lat = size // 8
@@ -111,6 +116,7 @@ def run(sizes, reps, cases, device, dtype, log=print, unet=None, warmup: str | N
         times = {c.name: [] for c in cases}
         cpu = {c.name: [] for c in cases}
         mems = {c.name: 0.0 for c in cases}
+        stages = {c.name: [] for c in cases}
         extra = {}
         with torch.no_grad(), sdp_attention():
             for case in cases if warmup == "all" else cases[:1]:  # untimed
@@ -120,7 +126,9 @@ def run(sizes, reps, cases, device, dtype, log=print, unet=None, warmup: str | N
             for rep in range(reps):
                 order = cases if rep % 2 == 0 else list(reversed(cases))  # interleave, alternate order
                 for case in order:
-                    with case.enter(unet) as handle:
+                    stage_clock = StageClock(device, timer)
+                    with case.enter(unet) as handle, (attn1_stages(unet, stage_clock) if attribute
+                                                      else contextlib.nullcontext()):
                         clock.start()
                         clock.sync()
                         t0, c0 = time.perf_counter(), time.process_time()
@@ -129,6 +137,7 @@ def run(sizes, reps, cases, device, dtype, log=print, unet=None, warmup: str | N
                         times[case.name].append(time.perf_counter() - t0)
                         cpu[case.name].append(time.process_time() - c0)
                         mems[case.name] = max(mems[case.name], clock.peak_mb())
+                        stages[case.name].append(dict(stage_clock.totals))
                         if getattr(handle, "map_bytes", None):
                             extra[case.name] = {"sag_map_mb": round(handle.map_bytes / 2**20, 3)}
                     log(f"  {size}px rep {rep + 1}/{reps} {case.name}: {times[case.name][-1]:.2f}s "
@@ -139,13 +148,18 @@ def run(sizes, reps, cases, device, dtype, log=print, unet=None, warmup: str | N
         base = med[cases[0].name]
         ceiling = next((med[c.name] for c in cases if c.role == "ceiling"), None)
         for case in cases:
+            attn1 = {}
+            if attribute:
+                attn1 = {"attn1_s": {s: round(statistics.median(r.get(s, 0.0) for r in stages[case.name]), 4)
+                                     for s in ATTN1_STAGES}}
+                attn1["bound_ratio"] = bound_ratio(base, ceiling, attn1["attn1_s"])
             results.append({"name": case.name, "role": case.role, "size": size, "median_s": round(med[case.name], 4),
                             "ratio_vs_baseline": round(base / med[case.name], 3),
                             "share_of_ceiling": share_of_ceiling(base, med[case.name], ceiling),
                             "peak_mem_mb": round(mems[case.name], 1), "timer": timer,
                             "wall_median_s": round(wall_med[case.name], 4), "cpu_median_s": round(cpu_med[case.name], 4),
                             "times_s": [round(v, 4) for v in times[case.name]],
-                            "cpu_times_s": [round(v, 4) for v in cpu[case.name]], **extra.get(case.name, {})})
+                            "cpu_times_s": [round(v, 4) for v in cpu[case.name]], **attn1, **extra.get(case.name, {})})
     return results
 
 
@@ -155,6 +169,17 @@ def share_of_ceiling(baseline: float, case: float, ceiling: float | None) -> flo
     if ceiling is None or baseline - ceiling <= 0:
         return None
     return round((baseline - case) / (baseline - ceiling), 3)
+
+
+def bound_ratio(baseline: float, ceiling: float | None, attn1_s: dict) -> float | None:
+    """baseline / (ceiling + the case's attn1 projections + SDPA): the speed-up the case would reach
+    if everything else it adds to attn1 (pooling, tile copies, matching, merge, glue) were free.
+    Projections and SDPA are the arithmetic the method's own K/V and query counts ask of the same
+    GEMM and SDPA kernels the unpatched UNet uses, so no rewrite with these counts gets past this
+    bound without a faster kernel. None without a ceiling."""
+    if ceiling is None:
+        return None
+    return round(baseline / (ceiling + attn1_s["projections"] + attn1_s["sdpa"]), 3)
 
 
 def summary(results) -> dict:
@@ -186,12 +211,20 @@ def sag_map_mb(unet, size: int) -> float:
 
 
 def table(results) -> str:
-    lines = ["| case | size | median s | speed-up vs baseline | share of ceiling | peak mem MB |",
-             "|---|---:|---:|---:|---:|---:|"]
+    """Markdown rows; with the attn1 attribution also its three stages (s) and the bound."""
+    attributed = any("attn1_s" in r for r in results)
+    head = "| case | size | median s | speed-up vs baseline | share of ceiling |"
+    if attributed:
+        head += " attn1 proj s | attn1 sdpa s | attn1 other s | bound |"
+    lines = [head + " peak mem MB |", "|---|" + "---:|" * (head.count("|") - 1)]
     for r in results:
         share = "" if r.get("share_of_ceiling") is None else f"{100 * r['share_of_ceiling']:.0f} %"
-        lines.append(f"| {r['name']} | {r['size']}² | {r['median_s']:.3f} | {r['ratio_vs_baseline']:.2f}× "
-                     f"| {share} | {r['peak_mem_mb']:.0f} |")
+        row = f"| {r['name']} | {r['size']}² | {r['median_s']:.3f} | {r['ratio_vs_baseline']:.2f}× | {share} |"
+        if attributed:
+            st, bound = r.get("attn1_s", {}), r.get("bound_ratio")
+            row += "".join(f" {st[k]:.2f} |" if k in st else " |" for k in ("projections", "sdpa", "attn1 other"))
+            row += f" {bound:.2f}× |" if bound is not None else " |"
+        lines.append(row + f" {r['peak_mem_mb']:.0f} |")
     return "\n".join(lines)
 
 

@@ -136,6 +136,43 @@ def instrumented(clock: StageClock, layer: Optional[torch.nn.Module], names) -> 
                 h.remove()
 
 
+ATTN1_STAGES = ("projections", "sdpa", "attn1 other")
+
+
+@contextlib.contextmanager
+def attn1_stages(unet: torch.nn.Module, clock: StageClock) -> Iterator[Dict[str, float]]:
+    """Time every self-attention call (attn1) of `unet` by stage while the block runs: its four
+    projections, SDPA, and the rest of the call ("attn1 other": pooling, tile copies, matching,
+    merge/unmerge, glue). Yields the clock's totals (seconds, exclusive). Nothing outside attn1 is
+    timed (cross-attention calls the same SDPA, but outside any attn1 stage). Hooks and the SDPA
+    wrapper are removed on exit, whatever happens. A few clock reads per call: cheap next to a
+    layer's milliseconds, so the bench keeps it on for its timed CPU runs."""
+    from .layers import find_self_attention
+
+    layers = list(find_self_attention(unet))
+    sdpa = F.scaled_dot_product_attention
+
+    def timed_sdpa(*args, **kwargs):
+        if not clock._stack:  # not inside attn1 (cross-attention): untimed
+            return sdpa(*args, **kwargs)
+        with clock.stage("sdpa"):
+            return sdpa(*args, **kwargs)
+
+    handles = []
+    for layer in layers:
+        handles.append(layer.register_forward_pre_hook(lambda m, a: clock.push("attn1 other")))
+        handles.append(layer.register_forward_hook(lambda m, a, o: clock.pop()))
+        for proj in (layer.to_q, layer.to_k, layer.to_v, layer.to_out):
+            handles.append(proj.register_forward_pre_hook(lambda m, a: clock.push("projections")))
+            handles.append(proj.register_forward_hook(lambda m, a, o: clock.pop()))
+    try:
+        with _replaced(F, "scaled_dot_product_attention", timed_sdpa):
+            yield clock.totals
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @contextlib.contextmanager
 def _timed_calls(unet: torch.nn.Module, clock: StageClock) -> Iterator[None]:
     """Each UNet call is a stage named by its batch size (hooks, so the forward stays the module's)."""

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import List, Tuple
 
 import torch
-from einops import rearrange
 
 
 @dataclass(frozen=True)
@@ -138,6 +137,7 @@ def fill_per_tile(buf: torch.Tensor, tokens: torch.Tensor, start: int) -> None:
 
 def untile(tiles: torch.Tensor, rect: Rect, out: torch.Tensor) -> None:
     """Write tile tokens [B*ky*kx, bh*bw, C] back into their place in out: [B, h, w, C]."""
-    region = rearrange(tiles, "(b ky kx) (th tw) c -> b (ky th) (kx tw) c",
-                       ky=rect.ky, kx=rect.kx, th=rect.bh, tw=rect.bw)
-    out[:, rect.y0:rect.y0 + rect.ky * rect.bh, rect.x0:rect.x0 + rect.kx * rect.bw] = region
+    # one copy, straight into out's cells (a rearrange to the region's shape would copy first)
+    b, c = out.shape[0], out.shape[-1]
+    src = tiles.reshape(b, rect.ky, rect.kx, rect.bh, rect.bw, c).permute(0, 1, 3, 2, 4, 5)
+    _tiles_view(out, rect).copy_(src)

@@ -195,6 +195,43 @@ def test_profile_times_the_stages_of_every_method_and_puts_every_name_back(unet)
     json.dumps(report)
 
 
+def test_attn1_attribution_times_only_self_attention_and_is_removed(unet):
+    """Every timed CPU run is split into attn1's projections, SDPA and the rest: the ceiling (attn1
+    free) has no projection and no SDPA time although cross-attention still runs SDPA, the unpatched
+    UNet has both, a rewrite's own work lands in "attn1 other"; the bound follows its formula, and
+    no hook or wrapper is left behind."""
+    import torch.nn.functional as F
+
+    layers = list(find_self_attention(unet))
+    sdpa = F.scaled_dot_product_attention
+    names = ("unpatched", "ceiling (attn1 free)", "nearsighted tile", "unpatched (repeat)")
+    cases = [c for c in bench.default_cases() if c.name in names]
+    results = bench.run([256], 1, cases, CPU, torch.float32, log=quiet, unet=unet)
+    assert F.scaled_dot_product_attention is sdpa
+    assert not any(m._forward_hooks or m._forward_pre_hooks for layer in layers
+                   for m in (layer, layer.to_q, layer.to_k, layer.to_v, layer.to_out))
+    by_name = {r["name"]: r for r in results}
+    plain, free, tiled = by_name["unpatched"], by_name["ceiling (attn1 free)"], by_name["nearsighted tile"]
+    assert free["attn1_s"]["projections"] == 0 and free["attn1_s"]["sdpa"] == 0
+    assert plain["attn1_s"]["projections"] > 0 and plain["attn1_s"]["sdpa"] > 0
+    assert tiled["attn1_s"]["attn1 other"] > plain["attn1_s"]["attn1 other"]  # tile copies are attn1's own work
+    for r in results:  # the stages are a part of the run's time
+        assert 0 < sum(r["attn1_s"].values()) < r["median_s"]
+        assert r["bound_ratio"] == pytest.approx(  # from unrounded medians in run()
+            bench.bound_ratio(plain["median_s"], free["median_s"], r["attn1_s"]), abs=2e-3)
+    assert free["bound_ratio"] == pytest.approx(plain["median_s"] / free["median_s"], abs=2e-3)
+    text = bench.table(results)
+    assert "| attn1 proj s | attn1 sdpa s | attn1 other s | bound |" in text.splitlines()[0]
+    assert all(line.count("|") == text.splitlines()[0].count("|") for line in text.splitlines())
+    off = bench.run([128], 1, cases[:1], CPU, torch.float32, log=quiet, unet=unet, attribute=False)
+    assert "attn1_s" not in off[0] and "attn1 proj s" not in bench.table(off)
+
+
+def test_bound_ratio_formula():
+    assert bench.bound_ratio(12.0, 4.0, {"projections": 1.0, "sdpa": 1.0, "attn1 other": 5.0}) == 2.0
+    assert bench.bound_ratio(12.0, None, {"projections": 1.0, "sdpa": 1.0}) is None
+
+
 def test_maps_cases_record_and_compare_against_maps_off():
     unet = sd15_unet(model_channels=32)
     for group in bench.maps_cases():
