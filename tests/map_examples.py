@@ -19,11 +19,10 @@ import torch  # noqa: E402
 
 import standin  # noqa: E402
 import standin_sd_model  # noqa: E402
+from a1111_jobs import make_job  # noqa: E402
 from lib_sloth import maps  # noqa: E402
 from lib_sloth.settings import settings_from_dict  # noqa: E402
-from lib_sloth.webui import args as script_args  # noqa: E402
 from lib_sloth.webui import draw_maps, hooks  # noqa: E402
-from modules import scripts  # noqa: E402
 from unets import sd15_unet  # noqa: E402
 
 JOBS = {
@@ -49,10 +48,7 @@ def main(argv=None) -> int:
     try:
         for name, data in JOBS.items():
             settings = settings_from_dict({**data, "show_maps": True})
-            args = standin.script_args_for(scripts.scripts_txt2img, "Sloth", script_args.to_args(settings))
-            p = standin.txt2img(script_args=args, prompt="a cat", width=256, height=256)
-            p.steps, p.sampler_name, p.seed = 8, "Euler", 1234
-            processed = standin.run(p)
+            processed = standin.run(make_job(settings, size=256, steps=8))
             label = "txt2img, random-weight test UNet (example)"
             for m in draw_maps.render(made[-1], processed.images[processed.index_of_first_image], label):
                 kind = m.caption.split(" - ")[0].replace("Sloth ", "").replace(" ", "-").replace("/", "").lower()

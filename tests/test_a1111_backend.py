@@ -13,8 +13,8 @@ import torch
 from ldm.modules.attention import CrossAttention
 
 from lib_sloth.settings import SlothSettings, settings_from_dict
+from a1111_jobs import make_job
 from lib_sloth.webui import a1111
-from lib_sloth.webui import args as script_args
 from noise import assert_within_noise, max_abs, noise_floor, one_ulp_apart
 from unets import sd15_unet, sdxl_like_unet
 
@@ -95,15 +95,8 @@ def sdxl(webui):
 
 def generate(data=None, enabled=True, *, sampler="Euler", steps=4, size=256, img2img=False, prompt="a cat",
              seed=1234, **kwargs):
-    settings = settings_from_dict(data or {})
-    runner = scripts.scripts_img2img if img2img else scripts.scripts_txt2img
-    args = standin.script_args_for(runner, "Sloth", script_args.to_args(settings, enabled))
-    make = standin.img2img if img2img else standin.txt2img
-    p = make(script_args=args, prompt=prompt, width=size, height=size, **kwargs)
-    p.steps, p.sampler_name, p.seed = steps, sampler, seed
-    if img2img:
-        g = torch.Generator().manual_seed(5)
-        p.init_latent = torch.randn(p.batch_size, 4, size // 8, size // 8, generator=g)
+    p = make_job(settings_from_dict(data or {}), enabled, img2img=img2img, size=size, steps=steps, sampler=sampler,
+                 prompt=prompt, seed=seed, **kwargs)
     latents = []
     model = shared.sd_model
     decode = model.decode_first_stage

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from a1111_jobs import make_job
 from lib_sloth import infotext, maps
 from lib_sloth.settings import settings_from_dict
 from lib_sloth.webui import a1111, draw_maps, hooks
@@ -95,14 +96,7 @@ def backend(webui):
 
 def a1111_job(data, show, *, size=128, img2img=False, steps=4, **kwargs):
     settings = settings_from_dict({**data, "show_maps": show})
-    runner = scripts.scripts_img2img if img2img else scripts.scripts_txt2img
-    args = standin.script_args_for(runner, "Sloth", script_args.to_args(settings))
-    make = standin.img2img if img2img else standin.txt2img
-    p = make(script_args=args, prompt="a cat", width=size, height=size, **kwargs)
-    p.steps, p.sampler_name, p.seed = steps, "Euler", 1234
-    if img2img:
-        p.init_latent = torch.randn(p.batch_size, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(5))
-    return standin.run(p), settings
+    return standin.run(make_job(settings, img2img=img2img, size=size, steps=steps, **kwargs)), settings
 
 
 def pixels(images):
