@@ -15,6 +15,9 @@ zeros of the right shape and every other layer runs unchanged, so no attn1 rewri
 share_of_ceiling = (baseline - case) / (baseline - ceiling): the part of the removable time a
 method removed. The baseline runs twice per repetition ("unpatched (repeat)", timed at the
 other end of the order); their difference is the run's own noise.
+On CPU every timed run also splits the time inside attn1 into its projections, SDPA and the
+rest (bench_profile.attn1_stages); bound_ratio = baseline / (ceiling + projections + SDPA) is the
+speed-up a case would reach if its other attn1 work were free.
 Peak memory: CUDA's allocator peak on GPU; on CPU the resident-set peak above the level before
 the call (Linux VmHWM, reset per run through /proc/self/clear_refs).
 """

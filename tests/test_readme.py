@@ -29,6 +29,21 @@ def test_commands_and_measured_cases_are_listed():
         assert f"| {case} |" in measured, case
 
 
+def test_the_measured_tables_are_the_committed_bench_runs():
+    """Each table under "Measured" is what lib_sloth.bench.table prints for the JSON the command
+    beside it wrote (docs/bench/), row for row; the noise line quotes the same run."""
+    import json
+
+    measured = README.split("### Measured", 1)[1].split("\n## ", 1)[0]
+    for name in ("bench-1t.json", "bench-2t.json"):
+        assert f"--json docs/bench/{name}" in measured, name
+        with open(os.path.join(ROOT, "docs", "bench", name), encoding="utf8") as f:
+            report = json.load(f)
+        assert bench.table(report["cases"]) in measured, name
+        noise = report["noise"]["1024"]["noise"]
+        assert f"1024² {100 * noise:.1f} %" in measured, name
+
+
 def test_the_map_diagrams_are_the_ones_the_command_draws(tmp_path):
     from PIL import Image, ImageChops
 
