@@ -147,7 +147,9 @@ def run(sizes, reps, cases, device, dtype, log=print, unet=None, warmup: str | N
                         f"(cpu {cpu[case.name][-1]:.2f}s)")
         wall_med = {c.name: statistics.median(times[c.name]) for c in cases}
         cpu_med = {c.name: statistics.median(cpu[c.name]) for c in cases}
-        med = cpu_med if timer == "cpu" else wall_med
+        # the ratio, share and bound come from the rounded medians the rows report, so each row can
+        # be recomputed from the table itself, exactly
+        med = {name: round(v, 6) for name, v in (cpu_med if timer == "cpu" else wall_med).items()}
         base = med[cases[0].name]
         ceiling = next((med[c.name] for c in cases if c.role == "ceiling"), None)
         for case in cases:
@@ -156,8 +158,8 @@ def run(sizes, reps, cases, device, dtype, log=print, unet=None, warmup: str | N
                 attn1 = {"attn1_s": {s: round(statistics.median(r.get(s, 0.0) for r in stages[case.name]), 4)
                                      for s in ATTN1_STAGES}}
                 attn1["bound_ratio"] = bound_ratio(base, ceiling, attn1["attn1_s"])
-            results.append({"name": case.name, "role": case.role, "size": size, "median_s": round(med[case.name], 4),
-                            "ratio_vs_baseline": round(base / med[case.name], 3),
+            results.append({"name": case.name, "role": case.role, "size": size, "median_s": med[case.name],
+                            "ratio_vs_baseline": round(base / med[case.name], 3) if med[case.name] > 0 else None,
                             "share_of_ceiling": share_of_ceiling(base, med[case.name], ceiling),
                             "peak_mem_mb": round(mems[case.name], 1), "timer": timer,
                             "wall_median_s": round(wall_med[case.name], 4), "cpu_median_s": round(cpu_med[case.name], 4),
@@ -180,9 +182,8 @@ def bound_ratio(baseline: float, ceiling: float | None, attn1_s: dict) -> float 
     Projections and SDPA are the arithmetic the method's own K/V and query counts ask of the same
     GEMM and SDPA kernels the unpatched UNet uses, so no rewrite with these counts gets past this
     bound without a faster kernel. None without a ceiling."""
-    if ceiling is None:
-        return None
-    return round(baseline / (ceiling + attn1_s["projections"] + attn1_s["sdpa"]), 3)
+    total = None if ceiling is None else ceiling + attn1_s["projections"] + attn1_s["sdpa"]
+    return round(baseline / total, 3) if total else None
 
 
 def summary(results) -> dict:
@@ -222,7 +223,8 @@ def table(results) -> str:
     lines = [head + " peak mem MB |", "|---|" + "---:|" * (head.count("|") - 1)]
     for r in results:
         share = "" if r.get("share_of_ceiling") is None else f"{100 * r['share_of_ceiling']:.0f} %"
-        row = f"| {r['name']} | {r['size']}² | {r['median_s']:.3f} | {r['ratio_vs_baseline']:.2f}× | {share} |"
+        ratio = "" if r["ratio_vs_baseline"] is None else f"{r['ratio_vs_baseline']:.2f}×"
+        row = f"| {r['name']} | {r['size']}² | {r['median_s']:.3f} | {ratio} | {share} |"
         if attributed:
             st, bound = r.get("attn1_s", {}), r.get("bound_ratio")
             row += "".join(f" {st[k]:.2f} |" if k in st else " |" for k in ("projections", "sdpa", "attn1 other"))
