@@ -155,7 +155,7 @@ def run(sizes, reps, cases, device, dtype, log=print, unet=None, warmup: str | N
         for case in cases:
             attn1 = {}
             if attribute:
-                attn1 = {"attn1_s": {s: round(statistics.median(r.get(s, 0.0) for r in stages[case.name]), 4)
+                attn1 = {"attn1_s": {s: round(statistics.median(r.get(s, 0.0) for r in stages[case.name]), 6)
                                      for s in ATTN1_STAGES}}
                 attn1["bound_ratio"] = bound_ratio(base, ceiling, attn1["attn1_s"])
             results.append({"name": case.name, "role": case.role, "size": size, "median_s": med[case.name],

@@ -206,7 +206,7 @@ def test_attn1_attribution_times_only_self_attention_and_is_removed(unet):
     sdpa = F.scaled_dot_product_attention
     names = ("unpatched", "ceiling (attn1 free)", "nearsighted tile", "unpatched (repeat)")
     cases = [c for c in bench.default_cases() if c.name in names]
-    results = bench.run([256], 1, cases, CPU, torch.float32, log=quiet, unet=unet)
+    results = bench.run([512], 1, cases, CPU, torch.float32, log=quiet, unet=unet)  # 64² latent: 2x2 tiles
     assert F.scaled_dot_product_attention is sdpa
     assert not any(m._forward_hooks or m._forward_pre_hooks for layer in layers
                    for m in (layer, layer.to_q, layer.to_k, layer.to_v, layer.to_out))
@@ -214,7 +214,8 @@ def test_attn1_attribution_times_only_self_attention_and_is_removed(unet):
     plain, free, tiled = by_name["unpatched"], by_name["ceiling (attn1 free)"], by_name["nearsighted tile"]
     assert free["attn1_s"]["projections"] == 0 and free["attn1_s"]["sdpa"] == 0
     assert plain["attn1_s"]["projections"] > 0 and plain["attn1_s"]["sdpa"] > 0
-    assert tiled["attn1_s"]["attn1 other"] > plain["attn1_s"]["attn1 other"]  # tile copies are attn1's own work
+    # tile copies are attn1's own work: far more than the unpatched call's glue
+    assert tiled["attn1_s"]["attn1 other"] > 2 * plain["attn1_s"]["attn1 other"]  # 4-5x measured here
     for r in results:  # the stages are a part of the run's time
         assert 0 < sum(r["attn1_s"].values()) < r["median_s"]
         assert r["bound_ratio"] == bench.bound_ratio(plain["median_s"], free["median_s"], r["attn1_s"])
