@@ -1,6 +1,7 @@
 """The benchmark's machinery on a tiny real UNet: every case runs, the report has the documented
 form, the ceiling really frees self-attention and is undone, the CUDA and profile code paths run."""
 import json
+import time
 
 import pytest
 import torch
@@ -195,7 +196,7 @@ def test_profile_times_the_stages_of_every_method_and_puts_every_name_back(unet)
     json.dumps(report)
 
 
-def test_attn1_attribution_times_only_self_attention_and_is_removed(unet):
+def test_attn1_attribution_times_only_self_attention_and_is_removed(unet, monkeypatch):
     """Every timed CPU run is split into attn1's projections, SDPA and the rest: the ceiling (attn1
     free) has no projection and no SDPA time although cross-attention still runs SDPA, the unpatched
     UNet has both, a rewrite's own work lands in "attn1 other"; the bound follows its formula, and
@@ -206,6 +207,18 @@ def test_attn1_attribution_times_only_self_attention_and_is_removed(unet):
     sdpa = F.scaled_dot_product_attention
     names = ("unpatched", "ceiling (attn1 free)", "nearsighted tile", "unpatched (repeat)")
     cases = [c for c in bench.default_cases() if c.name in names]
+    from lib_sloth import nearsighted
+
+    untile, burned = nearsighted.untile, []
+
+    def untile_after_known_work(*args):  # 10 ms of work inside the tiled call, not in proj/SDPA
+        start = time.perf_counter()  # the clock of bench.run's default timer ("wall")
+        while time.perf_counter() - start < 0.01:
+            pass
+        burned.append(time.perf_counter() - start)
+        return untile(*args)
+
+    monkeypatch.setattr(nearsighted, "untile", untile_after_known_work)
     results = bench.run([512], 1, cases, CPU, torch.float32, log=quiet, unet=unet)  # 64² latent: 2x2 tiles
     assert F.scaled_dot_product_attention is sdpa
     assert not any(m._forward_hooks or m._forward_pre_hooks for layer in layers
@@ -214,8 +227,8 @@ def test_attn1_attribution_times_only_self_attention_and_is_removed(unet):
     plain, free, tiled = by_name["unpatched"], by_name["ceiling (attn1 free)"], by_name["nearsighted tile"]
     assert free["attn1_s"]["projections"] == 0 and free["attn1_s"]["sdpa"] == 0
     assert plain["attn1_s"]["projections"] > 0 and plain["attn1_s"]["sdpa"] > 0
-    # tile copies are attn1's own work: far more than the unpatched call's glue
-    assert tiled["attn1_s"]["attn1 other"] > 2 * plain["attn1_s"]["attn1 other"]  # 4-5x measured here
+    # a rewrite's own work (here the known work in untile) is counted in attn1's "other", and not twice
+    assert burned and sum(burned) <= tiled["attn1_s"]["attn1 other"] < tiled["median_s"] - tiled["attn1_s"]["sdpa"]
     for r in results:  # the stages are a part of the run's time
         assert 0 < sum(r["attn1_s"].values()) < r["median_s"]
         assert r["bound_ratio"] == bench.bound_ratio(plain["median_s"], free["median_s"], r["attn1_s"])
