@@ -1,12 +1,14 @@
 """A Sloth job in the A1111 stand-in, for the tests and scripts that run one through the real Script.
 
-``make_job(settings, ...)`` builds the txt2img (or img2img) processing object with the Sloth
-script's args for ``settings``; the caller runs it with ``standin.run(p)``.
+``start_webui(model)`` starts the stand-in WebUI with this extension loaded; ``make_job(settings, ...)``
+builds the txt2img (or img2img) processing object with the Sloth script's args for ``settings``;
+the caller runs it with ``standin.run(p)``.
 """
 import os
 import sys
 
-STANDIN_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins", "a1111")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the extension's folder
+STANDIN_ROOT = os.path.join(ROOT, "tests", "standins", "a1111")
 if STANDIN_ROOT not in sys.path:
     sys.path.insert(0, STANDIN_ROOT)
 
@@ -15,6 +17,14 @@ import torch  # noqa: E402
 import standin  # noqa: E402
 from lib_sloth.webui import args as script_args  # noqa: E402
 from modules import scripts  # noqa: E402
+
+
+def start_webui(model) -> None:
+    """A fresh stand-in WebUI on ``model`` with this extension's scripts loaded and both tabs' UI built."""
+    standin.reset()
+    standin.use_model(model)
+    standin.load_scripts([ROOT])
+    standin.start_ui()
 
 
 def make_job(settings, enabled=True, *, img2img=False, size=256, steps=4, sampler="Euler", prompt="a cat", seed=1234,

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 import standin  # noqa: E402
 import standin_sd_model  # noqa: E402
-from a1111_jobs import make_job  # noqa: E402
+from a1111_jobs import make_job, start_webui  # noqa: E402
 from lib_sloth import maps  # noqa: E402
 from lib_sloth.settings import settings_from_dict  # noqa: E402
 from lib_sloth.webui import draw_maps, hooks  # noqa: E402
@@ -37,11 +37,7 @@ def main(argv=None) -> int:
     out_dir = argv[0] if argv else os.path.join(ROOT, "docs", "maps")
     os.makedirs(out_dir, exist_ok=True)
     torch.set_num_threads(1)
-    standin.reset()
-    standin.use_model(standin_sd_model.TinyLatentDiffusion(sd15_unet(context_dim=32), kind="sd1", context_dim=32,
-                                                           tokens=8))
-    standin.load_scripts([ROOT])
-    standin.start_ui()
+    start_webui(standin_sd_model.TinyLatentDiffusion(sd15_unet(context_dim=32), kind="sd1", context_dim=32, tokens=8))
     made = []
     original = hooks.MapRecorder
     hooks.MapRecorder = lambda *a: made.append(original(*a)) or made[-1]

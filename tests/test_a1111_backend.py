@@ -5,34 +5,23 @@ CFGDenoiser's batch layout and call splitting, Sampler step counting (t_enc + 1 
 hires), k-diffusion (x0) and timestep (eps, DDIM) denoisers. The model is a real random-weight
 ldm UNet inside a LatentDiffusion-like wrapper. Latents are captured at decode time.
 """
-import os
-import sys
 
 import pytest
 import torch
 from ldm.modules.attention import CrossAttention
 
 from lib_sloth.settings import SlothSettings, settings_from_dict
-from a1111_jobs import make_job
+from a1111_jobs import make_job, start_webui
 from lib_sloth.webui import a1111
-from noise import assert_within_noise, max_abs, noise_floor, one_ulp_apart
+from noise import SAG_FACTOR, assert_within_noise, max_abs, noise_floor, one_ulp_apart
 from unets import sd15_unet, sdxl_like_unet
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STANDIN_ROOT = os.path.join(ROOT, "tests", "standins", "a1111")
-if STANDIN_ROOT not in sys.path:
-    sys.path.insert(0, STANDIN_ROOT)
-
-import standin  # noqa: E402
-import standin_sd_model  # noqa: E402
-from modules import scripts, shared  # noqa: E402
+import standin  # the A1111 stand-in, on sys.path through a1111_jobs
+import standin_sd_model
+from modules import scripts, shared
 
 CTX = 32
 SAG = {"sag.enabled": True, "sag.scale": 1.0}
-# SAG runs a second UNet call a step and adds (degraded - its prediction) * scale to the CFG result, so
-# a SAG run carries about three times the rounding of a plain run at the same batch layout; 4 leaves a
-# margin. Measured on a 2-core AMD EPYC: plain batch 2 vs 1 3.3e-4, SAG 2.9e-4, SAG split vs batched 4.1e-4.
-SAG_FACTOR = 4.0
 
 
 class CapturingBackend(a1111.A1111Backend):
@@ -68,10 +57,7 @@ def make_model(kind):
 
 @pytest.fixture(scope="module")
 def webui():
-    standin.reset()
-    standin.use_model(make_model("sd1"))
-    standin.load_scripts([ROOT])
-    standin.start_ui()
+    start_webui(make_model("sd1"))
     yield
     standin.reset()
 

@@ -52,7 +52,6 @@ def hook_like_hypertile(unet, enable):
 
 
 def test_hypertile_is_noted_only_for_jobs_that_use_it():
-    torch.set_num_threads(1)
     unet = sd15_unet(context_dim=64)
     x, t, c = unet_inputs(unet, 1, 16, 16)
     settings = settings_from_dict({"tile.enabled": True, "tile.tile_size": 16})
@@ -503,7 +502,6 @@ class ReferenceBlockHook:
 
 
 def test_controlnet_reference_self_context_is_rewritten_and_a_bank_is_left_alone():
-    torch.set_num_threads(1)
     unet = sd15_unet(context_dim=64)
     x, t, c = unet_inputs(unet, 1, 16, 16)
     settings = settings_from_dict({"slothful.enabled": True, "slothful.keep_middle": False})

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import forge_harness as fh
-from noise import assert_within_noise, max_abs, noise_floor, one_ulp_apart
+from noise import SAG_FACTOR, assert_within_noise, max_abs, noise_floor, one_ulp_apart
 
 fh.setup()
 
@@ -25,9 +25,6 @@ STEPS = 3
 SIZE = (32, 32)  # SD1.5 layout: attention grids 32x32, 16x16, 8x8, middle 4x4; SDXL: 16x16, 8x8, middle 8x8
 SEED = 1234
 SAG = {"sag": {"enabled": True, "scale": 1.0}}
-# SAG runs a second UNet call a step and adds (degraded - its prediction) * scale to the CFG result:
-# about three times the rounding of the plain run it is compared with (tests/noise.py); 4 leaves a margin
-SAG_FACTOR = 4.0
 METHODS = {
     "slothful": {"slothful": {"enabled": True, "peak_time": 0.0, "time_decay": 0.0, "keep_middle": False,
                               "input": {"slothful": 4.0, "depth_decay": 0.0},

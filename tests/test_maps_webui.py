@@ -6,8 +6,6 @@ Off: the images and the info text are those of a job without the switch, and no 
 made. On: the generated images are unchanged and the maps follow them, in the documented order,
 with the documented sizes and captions.
 """
-import os
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,21 +14,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from a1111_jobs import make_job
+from a1111_jobs import make_job, start_webui
 from lib_sloth import infotext, maps
 from lib_sloth.settings import settings_from_dict
 from lib_sloth.webui import a1111, draw_maps, hooks
 from lib_sloth.webui import args as script_args
 from unets import sd15_unet
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STANDIN_ROOT = os.path.join(ROOT, "tests", "standins", "a1111")
-if STANDIN_ROOT not in sys.path:
-    sys.path.insert(0, STANDIN_ROOT)
-
-import standin  # noqa: E402
-import standin_sd_model  # noqa: E402
-from modules import infotext_utils, scripts, shared  # noqa: E402
+import standin  # the A1111 stand-in, on sys.path through a1111_jobs
+import standin_sd_model
+from modules import infotext_utils, scripts, shared
 
 SLOTHFUL_SAG = {"slothful.enabled": True, "sag.enabled": True, "sag.scale": 1.0}
 NSA = {"nearsighted.enabled": True, "nearsighted.base_tile_size": 16, "nearsighted.peak_tile_size": 20}
@@ -76,12 +69,7 @@ class Capturing(a1111.A1111Backend):
 
 @pytest.fixture(scope="module")
 def webui():
-    torch.set_num_threads(1)
-    standin.reset()
-    standin.use_model(standin_sd_model.TinyLatentDiffusion(sd15_unet(context_dim=32), kind="sd1", context_dim=32,
-                                                           tokens=8))
-    standin.load_scripts([ROOT])
-    standin.start_ui()
+    start_webui(standin_sd_model.TinyLatentDiffusion(sd15_unet(context_dim=32), kind="sd1", context_dim=32, tokens=8))
     yield
     standin.reset()
 

@@ -18,7 +18,6 @@ import os
 import sys
 
 import pytest
-import torch
 
 from lib_sloth import infotext
 from lib_sloth.settings import SlothSettings, iter_fields, settings_from_dict
@@ -69,7 +68,6 @@ def start(mode, tmp_path, monkeypatch=None, late_only=False):
 
 @pytest.fixture(autouse=True)
 def clean_standin():
-    torch.set_num_threads(1)
     yield
     standin.reset()
 
