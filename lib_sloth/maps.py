@@ -243,7 +243,7 @@ def _tiled_share(kw, h: int, w: int) -> float:
     grid: TileGrid = kw["grid"]
     stride, block, pool_stride = kw["global_stride"], kw["pool_block"], kw["pool_stride"]
     global_keys = 0
-    if stride is not None and block is not None and block.mode.startswith("1D"):
+    if stride is not None and _global_is_1d(kw):
         global_keys = math.ceil(h * w / window_1d(stride, h * w))  # every g-th token (nearsighted.global_sources)
     elif stride is not None:
         gy, gx = window_2d(stride, h, w)

@@ -149,21 +149,25 @@ def global_sources(x: torch.Tensor, h: int, w: int, global_stride: float, block:
     so there are as many pooled tokens as picked ones.
     """
     b, n, c = x.shape
+    # the [B, rows, cols, C] view of x, as in slothful.reduce_tokens: the pick copies only the
+    # picked tokens (this runs on every call; a channels-first copy of x would copy it whole)
     if block.mode.startswith("2D"):
-        grid = x.transpose(1, 2).reshape(b, c, h, w)
+        rows = x.reshape(b, h, w, c)
         step = window_2d(global_stride, h, w)
         size = window_2d(local_stride, h, w) if local_stride > 1 else (1, 1)
     else:
-        grid = x.transpose(1, 2).reshape(b, c, 1, n)
+        rows = x.reshape(b, 1, n, c)
         step = (1, window_1d(global_stride, n))
         size = (1, window_1d(local_stride, n)) if local_stride > 1 else (1, 1)
-    pick = grid[:, :, ::step[0], ::step[1]]
+    pick = rows[:, ::step[0], ::step[1]]
     need_pool = (block.k_blend > 0 or block.v_blend > 0) and size != (1, 1)  # a 1x1 window is the pick
-    pooled = _pool_at(grid, size, step, block.mode.endswith("MAX")) if need_pool else pick
+    pooled = pick
+    if need_pool:
+        pooled = _pool_at(rows.permute(0, 3, 1, 2), size, step, block.mode.endswith("MAX")).permute(0, 2, 3, 1)
 
     def blend(weight: float) -> torch.Tensor:
         src = pick if weight == 0 else (pooled if weight == 1 else torch.lerp(pick, pooled, weight))
-        return src.flatten(2).transpose(1, 2)
+        return src.reshape(b, -1, c)
 
     k_src = blend(block.k_blend)
     v_src = k_src if block.v_blend == block.k_blend else blend(block.v_blend)

@@ -116,15 +116,15 @@ def tile_with_room(x: torch.Tensor, rect: Rect, extra: int) -> torch.Tensor:
     return out
 
 
-def pick_in_tiles(x: torch.Tensor, rect: Rect, window: Tuple[int, int], extra: int = 0) -> torch.Tensor:
+def pick_in_tiles(x: torch.Tensor, rect: Rect, window: Tuple[int, int]) -> torch.Tensor:
     """Every sy-th row and sx-th column of each tile of `rect`, counted from the tile's own top-left
-    cell: x [B, h, w, C] -> [B*ky*kx, ceil(bh/sy)*ceil(bw/sx) + extra, C] (`extra` rows as in tile).
+    cell: x [B, h, w, C] -> [B*ky*kx, ceil(bh/sy)*ceil(bw/sx), C].
     The same tokens as a strided pick of tile(x, rect), copying only the picked ones."""
     sy, sx = window
     picked = _tiles_view(x, rect)[:, :, ::sy, :, ::sx]  # [B, ky, ph, kx, pw, C], a view
     b, ky, ph, kx, pw, c = picked.shape
-    out = x.new_empty(b * ky * kx, ph * pw + extra, c)
-    out[:, :ph * pw].view(b, ky, kx, ph, pw, c).copy_(picked.permute(0, 1, 3, 2, 4, 5))
+    out = x.new_empty(b * ky * kx, ph * pw, c)
+    out.view(b, ky, kx, ph, pw, c).copy_(picked.permute(0, 1, 3, 2, 4, 5))
     return out
 
 
