@@ -108,6 +108,12 @@ def sag_names():
             (sag, "degrade", "sag mask + blur")]
 
 
+def _stage_hooks(module: torch.nn.Module, clock: StageClock, name: str) -> list:
+    """Hooks making every call of `module` the stage `name`; the caller removes the handles."""
+    return [module.register_forward_pre_hook(lambda m, a: clock.push(name)),
+            module.register_forward_hook(lambda m, a, o: clock.pop())]
+
+
 @contextlib.contextmanager
 def instrumented(clock: StageClock, layer: Optional[torch.nn.Module], names) -> Iterator[None]:
     """Stage timers around `names` (and `layer`'s projections, and ToMe's merge/unmerge, when a
@@ -121,8 +127,7 @@ def instrumented(clock: StageClock, layer: Optional[torch.nn.Module], names) -> 
 
     handles = []
     for proj in (layer.to_q, layer.to_k, layer.to_v, layer.to_out) if layer is not None else ():
-        handles.append(proj.register_forward_pre_hook(lambda m, a: clock.push("projections")))
-        handles.append(proj.register_forward_hook(lambda m, a, o: clock.pop()))
+        handles += _stage_hooks(proj, clock, "projections")
     with contextlib.ExitStack() as stack:
         try:
             for owner, attr, stage in names:
@@ -160,11 +165,9 @@ def attn1_stages(unet: torch.nn.Module, clock: StageClock) -> Iterator[Dict[str,
 
     handles = []
     for layer in layers:
-        handles.append(layer.register_forward_pre_hook(lambda m, a: clock.push("attn1 other")))
-        handles.append(layer.register_forward_hook(lambda m, a, o: clock.pop()))
+        handles += _stage_hooks(layer, clock, "attn1 other")
         for proj in (layer.to_q, layer.to_k, layer.to_v, layer.to_out):
-            handles.append(proj.register_forward_pre_hook(lambda m, a: clock.push("projections")))
-            handles.append(proj.register_forward_hook(lambda m, a, o: clock.pop()))
+            handles += _stage_hooks(proj, clock, "projections")
     try:
         with _replaced(F, "scaled_dot_product_attention", timed_sdpa):
             yield clock.totals

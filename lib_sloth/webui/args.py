@@ -100,9 +100,9 @@ def resolve(args: Sequence[Any], p=None, user_presets: UserPresets = dict) -> Re
 
     flat = to_flat(settings_from_dict(given, base=base)) if given else to_flat(base)
     flat.update(x_values)
-    for path in implied_enables(x_values):  # sweeping a method's setting means using that method
-        flat[path] = True
-    for path, value in {**x_values, **dict.fromkeys(implied_enables(x_values), True)}.items():
+    implied = dict.fromkeys(implied_enables(x_values), True)  # sweeping a method's setting means using that method
+    flat.update(implied)
+    for path, value in {**x_values, **implied}.items():
         if path in method_enable_paths() and _flag(path, value):  # a method turned on turns its rivals off
             flat.update({other: False for other in conflicting_enables(path) if other not in x_values})
     return Request(True, settings_from_dict(flat), preset_name)

@@ -57,7 +57,14 @@ AREA_KEYS = ("mask", "mask_strength", "area", "strength", "set_area_to_bounds")
 BUILTIN_SAG_KEY = "sag_enabled"  # extensions-builtin/sd_forge_sag/scripts/forge_sag.py
 BUILTIN_HYPERTILE_KEY = "HyperTile_enabled"  # extensions-builtin/sd_forge_hypertile/scripts/forge_hypertile.py
 COND, UNCOND = 0, 1
-UNET_PARTS = ("input_blocks", "middle_block", "output_blocks")  # what a non-UNet refiner (Flux, SD3) lacks
+UNET_PARTS = ("input_blocks", "middle_block", "output_blocks")  # what a non-UNet model (Flux, SD3) lacks
+
+
+def is_unet(model) -> bool:
+    """Whether `model` has the UNet's three block groups (SD1.x/2.x/XL), not a DiT (Flux, SD3)."""
+    return all(hasattr(model, part) for part in UNET_PARTS)
+
+
 SAG_NO_UNCOND = ("SAG skipped on steps without an uncond pass (CFG scale 1, NGMS / skip early CFG, or another "
                  "extension dropped it)")
 
@@ -182,7 +189,7 @@ class ComfyPass:
         if patcher is None or getattr(wrapper, "sloth_pass", None) is self:
             return  # still ours (update_inner_model without a model change)
         unet = getattr(getattr(patcher, "model", None), "diffusion_model", None)
-        if not hasattr(patcher, "clone") or not all(hasattr(unet, part) for part in UNET_PARTS):
+        if not hasattr(patcher, "clone") or not is_unet(unet):
             self.patch.note("Refiner: the refiner is not a UNet model; it ran without Sloth")
             return  # its patcher stays as loaded: nothing of this pass reaches it
         clone = patcher.clone()

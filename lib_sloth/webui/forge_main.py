@@ -32,14 +32,11 @@ from typing import List, Optional
 
 from ..agentsd import without_agentsd
 from .backend import Backend, NothingPatched
-from .comfy_pass import Substrate, attach_clone
+from .comfy_pass import Substrate, attach_clone, is_unet
 
 TOMESD_MODULE = "backend.misc.tomesd"  # where Forge main's TomePatcher defines its patch functions
 AGENTSD_WITH_TOMESD = ("AgentSD skipped: the WebUI's token merging (Forge's 'Token merging ratio') is active on "
                        "this pass, and tokens must not be merged twice; set that ratio to 0 to use AgentSD")
-_UNET_PARTS = ("input_blocks", "middle_block", "output_blocks")
-
-
 class ForgeMainBackend(Backend):
     name = "Forge (backend)"
 
@@ -67,7 +64,7 @@ def not_a_unet(p) -> Optional[str]:
     else:
         model = getattr(getattr(getattr(sd_model, "forge_objects", None), "unet", None), "model", None)
         diffusion_model = getattr(model, "diffusion_model", None)
-        if diffusion_model is not None and not all(hasattr(diffusion_model, n) for n in _UNET_PARTS):
+        if diffusion_model is not None and not is_unet(diffusion_model):
             kind = f"{type(diffusion_model).__name__}, not a UNet"
     if kind is None:
         return None
