@@ -488,6 +488,34 @@ def run_refiner_pass(patchers, settings, switch_at, before_sampling=None):
     return x, notes, p, shared, refiner
 
 
+def test_an_exception_after_the_refiner_switch_leaves_neither_unet_patched(patchers):
+    """An error inside the refiner's patched UNet (in one of its attn1 calls) undoes everything:
+    the class forward is the original again and no layer of either UNet keeps a forward or a hook."""
+    failed, passes = [], []
+
+    def fail_in_the_refiner(p):
+        refiner_layers = set(p.refiner_checkpoint_info.forge_objects_after_applying_lora.unet.model
+                             .diffusion_model.modules())
+
+        def interceptor(module, info, x, call):
+            if module in refiner_layers and not failed:
+                failed.append(call.step)
+                raise RuntimeError("boom")
+
+        the_pass(p).patch.interceptors.append(interceptor)
+        passes.append(p)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run_refiner_pass(patchers, S("slothful"), 0.5, fail_in_the_refiner)
+    p = passes[0]
+    assert failed == [2]  # the refiner's first step
+    assert forward_is_original() and not the_pass(p).patch.installed
+    refiner = p.refiner_checkpoint_info.forge_objects_after_applying_lora.unet
+    for unet in (patchers["sd15"].model.diffusion_model, refiner.model.diffusion_model):
+        assert not any(m._forward_pre_hooks for m in unet.modules())
+        assert not any("forward" in m.__dict__ for m in unet.modules())
+
+
 def test_refiner_unet_calls_go_through_sloth_with_the_same_clock(patchers):
     seen = []
 

@@ -592,3 +592,35 @@ def test_refiner_unet_is_patched_with_the_same_settings_and_clock(backend, refin
         assert not unet._forward_pre_hooks
         assert not any("forward" in m.__dict__ for m in unet.modules() if isinstance(m, CrossAttention))
     assert torch.isfinite(out).all()
+
+
+def test_an_error_after_the_refiner_switch_leaves_neither_unet_patched(backend, refiner):  # noqa: F811
+    """The refiner's UNet is patched mid-pass (retarget); an exception in its first sampled step must
+    still undo everything on both UNets and give the class forward back."""
+    from ldm.modules.attention import CrossAttention
+    from modules import sd_models
+
+    base, refiner_model = refiner
+    class_forward = CrossAttention.__dict__["forward"]
+    apply_model, calls = refiner_model.apply_model, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the refiner has been patched and has run once
+            assert refiner_model.model.diffusion_model._forward_pre_hooks  # inside the patched pass
+            raise RuntimeError("boom")
+        return apply_model(*args, **kwargs)
+
+    refiner_model.apply_model = failing
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            generate({"slothful.enabled": True, "sag.enabled": True, "sag.scale": 1.0}, steps=6, size=64,
+                     sampler="Euler")
+    finally:
+        del refiner_model.apply_model
+    assert len(calls) == 2
+    assert CrossAttention.__dict__["forward"] is class_forward is sd_models.OPTIMISED_FORWARD
+    for model in (base, refiner_model):
+        unet = model.model.diffusion_model
+        assert not any(m._forward_pre_hooks for m in unet.modules())  # incl. the block hooks
+        assert not any("forward" in m.__dict__ for m in unet.modules() if isinstance(m, CrossAttention))

@@ -145,3 +145,35 @@ def test_a_refiner_that_is_not_a_unet_is_left_alone_with_a_note(patchers):
     assert objects.unet is other and "model_function_wrapper" not in other.model_options
     assert any("Refiner: the refiner is not a UNet model; it ran without Sloth" in n for n in notes)
     assert sloth.patch.unet is base_patcher.model.diffusion_model
+
+
+def test_an_exception_after_the_switch_leaves_neither_unet_patched(patchers):
+    """An error inside the refiner's patched UNet (mid-forward, in one of its attn1 calls) undoes
+    everything: the class forward is the original again, no layer of either UNet keeps an instance
+    forward or a hook, and the pass's patch is not installed."""
+    from ldm_patched.ldm.modules.attention import CrossAttention
+
+    base_patcher, refiner_patcher = patchers
+    refiner_layers = set(refiner_patcher.model.diffusion_model.modules())
+    failed = []
+
+    def fail_in_the_refiner(module, info, x, call):
+        if module in refiner_layers and not failed:
+            failed.append(call.step)
+            raise RuntimeError("boom")
+        return None
+
+    def add(p):
+        p.sloth = p.sd_model.forge_objects.unet.model_options["model_function_wrapper"].sloth_pass
+        p.sloth.patch.interceptors.append(fail_in_the_refiner)
+
+    passes = []
+    with pytest.raises(RuntimeError, match="boom"):
+        run(patchers, SLOTHFUL, before_sampling=lambda p: (add(p), passes.append(p)))
+    assert failed == [2]  # the refiner's first step, after the switch at 0.5
+    assert not hasattr(CrossAttention.__dict__["forward"], "__sloth_original__")
+    assert not passes[0].sloth.patch.installed
+    for patcher in patchers:
+        unet = patcher.model.diffusion_model
+        assert not any(m._forward_pre_hooks for m in unet.modules())  # incl. the block hooks
+        assert not any("forward" in m.__dict__ for m in unet.modules())
