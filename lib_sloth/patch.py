@@ -130,7 +130,9 @@ class SlothPatch:
             return
         handle = self.unet.register_forward_pre_hook(self._record_latent, with_kwargs=True)
         self._patcher.on_restore(handle.remove)
-        for block in self.index.owners:  # the block input is ToMe's similarity metric (LayerCall.block_input)
+        # the block input is ToMe's similarity metric (LayerCall.block_input); only AgentSD reads it, and
+        # the settings are fixed for the patch's life, so other methods keep the blocks hook-free
+        for block in self.index.owners if self.settings.agentsd.enabled else ():
             handle = block.register_forward_pre_hook(self._block_input_recorder(block.attn1), with_kwargs=True)
             self._patcher.on_restore(handle.remove)
         if any(merged_by_tomesd(b) for b in self.index.owners):
