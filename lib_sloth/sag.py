@@ -28,6 +28,7 @@ import torch
 
 from .fields import Validated, setting
 from .prediction import NoiseSpace
+from .schedule import in_window
 from .sag_capture import RECORDED_BLOCK, RECORDED_INDEX, Rows, SagMap, attention_with_map, resolve_rows
 from .sag_mask import attention_mask, degrade
 
@@ -39,11 +40,20 @@ class SagSettings(Validated):
     blur_sigma: float = setting(2.0, 0.0, 10.0, hint="Blur of the attended regions in latent cells; 0 = no blur")
     threshold: float = setting(1.0, 0.0, 4.0,
                                hint="Tokens receiving more attention than this are blurred; lower = larger blurred area")
+    # appended after threshold: the positional API args of earlier fields never move
+    start: float = setting(0.0, 0.0, 1.0, hint="First guided step, as progress 0-1 (0 = the first step)")
+    end: float = setting(1.0, 0.0, 1.0, hint="Last guided step, as progress 0-1 (1 = the last step); outside the "
+                                            "window the step is plain CFG with no extra pass")
 
     @property
     def active(self) -> bool:
-        """Whether guidance changes anything (a scale of 0 adds nothing and costs no extra call)."""
-        return self.enabled and self.scale != 0
+        """Whether guidance changes anything (a scale of 0 or an empty window adds nothing and costs no
+        extra call)."""
+        return self.enabled and self.scale != 0 and self.start <= self.end
+
+    def guides(self, step: int, total: int) -> bool:
+        """Whether this step (0-based, of `total`) is guided: active and inside the window."""
+        return self.active and in_window(step, total, self.start, self.end)
 
 # call_model(x_in [B, C, H, W]) -> the model's prediction for those rows, with the uncond conditioning
 CallModel = Callable[[torch.Tensor], torch.Tensor]
@@ -153,7 +163,13 @@ class SagPass:
         Any map left from an earlier call is dropped.
         """
         self._map = None
-        self._rows = uncond_rows if self.active else None
+        self._rows = uncond_rows if self._guides_now() else None
+
+    def _guides_now(self) -> bool:
+        """Active and inside the step window (the patch's step; no patch = always inside)."""
+        if self.patch is None:
+            return self.active
+        return self.settings.guides(self.patch.step, self.patch.total)
 
     def stop_recording(self) -> None:
         """Record no further call; keep a map already recorded for the coming guidance."""
@@ -199,8 +215,8 @@ class SagPass:
         """
         sag_map = self.take_map()
         self._rows = None
-        if not self.active or not uncond_is_real:
-            return cfg
+        if not self._guides_now() or not uncond_is_real:
+            return cfg  # outside the window: plain CFG, no extra call
         if sag_map is None:
             self.note("SAG: no attention map was recorded this step (no middle-block self-attention "
                       "saw the armed uncond rows, or the SagPass was created after the patch was entered); "

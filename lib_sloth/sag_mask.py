@@ -9,6 +9,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .blur import gaussian_taps, separable_blur
+
 
 def mid_grid(tokens: int, latent_hw: Tuple[int, int]) -> Tuple[int, int]:
     """(h, w) with h*w == tokens whose aspect best matches the latent's H x W.
@@ -79,10 +81,7 @@ def gaussian_kernel1d(sigma: float) -> Optional[torch.Tensor]:
     """
     if sigma <= 0:
         return None
-    radius = max(1, math.ceil(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    return kernel / kernel.sum()
+    return gaussian_taps(sigma, max(1, math.ceil(3 * sigma)))
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -94,16 +93,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     kernel = gaussian_kernel1d(sigma)
     if kernel is None:
         return x
-    b, c, H, W = x.shape
-    radius = kernel.numel() // 2
-    # fp32 arithmetic: fp16 conv2d is missing on some CPU builds, and the sums are tiny anyway
-    flat = x.float().reshape(b * c, 1, H, W)  # one channel per row: the same kernel for every channel
-    kernel = kernel.to(x.device)
-    flat = F.pad(flat, (0, 0, radius, radius), mode="reflect" if radius < H else "replicate")
-    flat = F.conv2d(flat, kernel.view(1, 1, -1, 1))
-    flat = F.pad(flat, (radius, radius, 0, 0), mode="reflect" if radius < W else "replicate")
-    flat = F.conv2d(flat, kernel.view(1, 1, 1, -1))
-    return flat.reshape(b, c, H, W).to(x.dtype)
+    return separable_blur(x, kernel, kernel)
 
 
 def degrade(x0: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:

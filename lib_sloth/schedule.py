@@ -9,6 +9,12 @@ def progress(step: int, total: int) -> float:
     return step / max(total - 1, 1)
 
 
+def in_window(step: int, total: int, start: float, end: float) -> bool:
+    """Whether a step lies in the window [start, end] of progress (0 = first step, 1 = last; both ends
+    included, as Forge's built-in PAG). start > end is an empty window."""
+    return start <= progress(step, total) <= end
+
+
 def time_ratio(prog: float, peak_time: float, time_decay: float) -> float:
     """1 at the peak, falling like a Gaussian away from it; decay 0 keeps it at 1."""
     if time_decay <= 0:

@@ -540,3 +540,22 @@ def test_stop_recording_keeps_the_map_and_records_no_later_call(sd15):
         sag.stop_recording()
         sd15(x[:1], t[:1], c[:1])  # e.g. a cond-only chunk after the uncond call
     assert sag.recorded is first and patch.rewritten["middle_block.1.transformer_blocks.0.attn1"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Step window
+# ---------------------------------------------------------------------------------------------
+def test_sag_window_guides_only_its_steps_and_makes_no_extra_call_outside(sd15):
+    steps = 5
+    first_half = SagSettings(enabled=True, scale=1.0, start=0.0, end=0.5)  # progress 0, .25, .5: steps 0-2
+    windowed, _, sag, _ = run(sd15, sag_settings=first_half, steps=steps, hw=(16, 24))
+    assert sag.extra_calls == 3
+    whole, _, whole_sag, _ = run(sd15, sag_settings=SAG, steps=steps, hw=(16, 24))
+    assert whole_sag.extra_calls == steps and not torch.equal(windowed, whole)
+
+
+def test_sag_empty_window_is_bit_identical_to_plain(sd15):
+    plain, _, _, _ = run(sd15, steps=3, hw=(16, 24))
+    empty = SagSettings(enabled=True, scale=1.0, start=0.8, end=0.2)
+    out, _, sag, patch = run(sd15, sag_settings=empty, steps=3, hw=(16, 24))
+    assert torch.equal(out, plain) and sag.extra_calls == 0 and not patch.rewritten
