@@ -108,6 +108,20 @@ class NoiseSpace:
         return value.to(like.dtype)
 
 
+def in_x0(kind: str, x: torch.Tensor, space: "NoiseSpace | None", guide, *preds: torch.Tensor) -> torch.Tensor:
+    """guide(*preds as x0) -> an x0 result, handed back as `kind`: guidance written once, in x0 space.
+
+    preds: predictions of `kind` for the model input x (cfg, cond, ...). x0 needs no space; eps and
+    v need the NoiseSpace of this step (A1111 timestep samplers: NoiseSpace.from_alphas_cumprod).
+    """
+    _check(kind)
+    if kind == "x0":
+        return guide(*preds)
+    if space is None:
+        raise ValueError(f"a {kind}-predicting model needs the NoiseSpace of this step to convert to x0")
+    return space.from_x0(kind, x, guide(*(space.to_x0(kind, x, p) for p in preds)))
+
+
 def _rows(value, like: torch.Tensor | None) -> torch.Tensor:
     """Scalar or [B] -> fp32 [B, 1, 1, 1] (or [1, 1, 1, 1]) on like's device.
 

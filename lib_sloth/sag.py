@@ -27,7 +27,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 
 from .fields import Validated, setting
-from .prediction import NoiseSpace
+from .prediction import NoiseSpace, in_x0
 from .schedule import in_window
 from .sag_capture import RECORDED_BLOCK, RECORDED_INDEX, Rows, SagMap, attention_with_map, resolve_rows
 from .sag_mask import attention_mask, degrade
@@ -95,19 +95,18 @@ def sag_guidance_pred(kind: str, cfg: torch.Tensor, x: torch.Tensor, uncond: tor
     cfg and uncond are predictions for input x; call_model returns the same kind. space is
     required for eps and v (A1111 timestep samplers: NoiseSpace.from_alphas_cumprod(acp, t)).
     """
-    if kind == "x0":
-        return sag_guidance(cfg, x, uncond, attn_map, heads, settings, call_model, space=space, grid=grid)
     if not settings.active:
         return cfg
-    if space is None:
-        raise ValueError(f"a {kind}-predicting model needs the NoiseSpace of this step to convert to x0")
+    if kind == "x0":
+        call_x0 = call_model
+    else:
+        def call_x0(x_in: torch.Tensor) -> torch.Tensor:
+            return space.to_x0(kind, x_in, call_model(x_in))  # converted at its own input, not at x
 
-    def call_x0(x_in: torch.Tensor) -> torch.Tensor:
-        return space.to_x0(kind, x_in, call_model(x_in))  # converted at its own input, not at x
+    def guide(cfg_x0: torch.Tensor, uncond_x0: torch.Tensor) -> torch.Tensor:
+        return sag_guidance(cfg_x0, x, uncond_x0, attn_map, heads, settings, call_x0, space=space, grid=grid)
 
-    result = sag_guidance(space.to_x0(kind, x, cfg), x, space.to_x0(kind, x, uncond), attn_map, heads,
-                          settings, call_x0, space=space, grid=grid)
-    return space.from_x0(kind, x, result)
+    return in_x0(kind, x, space, guide, cfg, uncond)
 
 
 # ---------------------------------------------------------------------------------------------
