@@ -151,3 +151,47 @@ def karras_sigmas(patcher, steps: int) -> torch.Tensor:
 
 make_text_conds = fh.make_text_conds
 initial_latent = fh.initial_latent
+
+
+class _NoVideo(types.ModuleType):
+    """An empty stand-in for PyAV (``av``): any attribute is a fresh class. ComfyUI's ``comfy_api``
+    (which the nodes in ``comfy_extras`` import for their schema) imports PyAV for its video types;
+    the nodes the tests run never touch video, and PyAV is not in the test venv."""
+
+    __path__: list = []
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return type(name, (), {})
+
+
+class _NoVideoFinder:
+    """Serves `_NoVideo` for ``av`` and every ``av.*`` import, only where PyAV is missing."""
+
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        import importlib.machinery
+
+        if fullname == "av" or fullname.startswith("av."):
+            return importlib.machinery.ModuleSpec(fullname, _NoVideoFinder, is_package=True)
+        return None
+
+    @staticmethod
+    def create_module(spec):
+        return _NoVideo(spec.name)
+
+    @staticmethod
+    def exec_module(module):
+        pass
+
+
+def comfy_node_module(name: str):
+    """ComfyUI 0.3.75's ``comfy_extras.<name>`` (e.g. ``nodes_pag``), its real code, importable here."""
+    import importlib
+    import importlib.util
+
+    setup()
+    if importlib.util.find_spec("av") is None and _NoVideoFinder not in sys.meta_path:
+        sys.meta_path.append(_NoVideoFinder)
+    return importlib.import_module(f"comfy_extras.{name}")
