@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .fields import setting
-from .perturbed import PerturbedSettings
+from .perturbed import PerturbedPass, PerturbedSettings
 
 
 @dataclass(frozen=True)
@@ -29,3 +29,12 @@ def identity_attention(layer, v_in: torch.Tensor) -> torch.Tensor:
     context (lib_sloth.attention.kv_inputs). Every query attends only to itself.
     """
     return layer.to_v(v_in)
+
+
+class PagPass(PerturbedPass):
+    """PAG for one sampling pass (lib_sloth.perturbed.PerturbedPass): the chosen layers return their values."""
+
+    name = "PAG"
+
+    def perturbed_attention(self, layer, x, k_in, v_in, grid, upcast):
+        return identity_attention(layer, v_in)

@@ -265,6 +265,11 @@ class SlothPatch:
             self.recorder.layer(call, runner, self.latent_hw)
         return runner
 
+    def planned(self, call: LayerCall) -> Optional[Runner]:
+        """The planners' runner for a call (None = the original forward's computation): what an
+        interceptor that takes over only some rows of a call runs on the others."""
+        return plan_layer(self._plan_settings, call) if call.grid is not None else None
+
     def wants_upcast(self, module) -> bool:
         """Whether rewritten attention of this layer runs in fp32: forced by upcast_attention, else
         the WebUI's choice (upcast_for), else the layer's own attn_precision (ldm_patched)."""

@@ -13,14 +13,17 @@ Facts behind the defaults: docs/guidance-notes.md.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from .attention import attend, kv_inputs
 from .fields import Validated, setting
 from .layers import block_of
+from .prediction import in_x0
 from .schedule import in_window
 
 
@@ -101,24 +104,24 @@ class LayerChoice:
 # ---------------------------------------------------------------------------------------------
 # Row routing
 # ---------------------------------------------------------------------------------------------
-# A layer computation: (x [B, N, C]) -> the layer's output for those rows [B, N, C']
-RowsFn = Callable[[torch.Tensor], torch.Tensor]
+# A layer computation for some rows: (row indices) -> the layer's output for those rows [len, N, C']
+RowsFn = Callable[[List[int]], torch.Tensor]
 
 
-def rows_routed(x: torch.Tensor, rows: Sequence[int], perturbed: RowsFn, normal: RowsFn) -> torch.Tensor:
-    """perturbed(x[rows]) on `rows`, normal(x[others]) on the others, in x's row order.
+def rows_routed(batch: int, rows: Sequence[int], perturbed: RowsFn, normal: RowsFn) -> torch.Tensor:
+    """perturbed(rows) on `rows`, normal(others) on the other rows of a batch, in row order.
 
     With every row perturbed (the separate extra pass) `normal` is never called, and with none
     (`rows` empty) `perturbed` is not: each side runs on exactly its own rows.
     """
-    batch = x.shape[0]
     rows = sorted(set(int(r) for r in rows))
     if len(rows) == batch:
-        return perturbed(x)
+        return perturbed(list(range(batch)))
     if not rows:
-        return normal(x)
-    others = [i for i in range(batch) if i not in set(rows)]
-    out_p, out_n = perturbed(x[rows]), normal(x[others])
+        return normal(list(range(batch)))
+    chosen = set(rows)
+    others = [i for i in range(batch) if i not in chosen]
+    out_p, out_n = perturbed(rows), normal(others)
     out = out_p.new_empty((batch,) + tuple(out_p.shape[1:]))
     out[rows] = out_p
     out[others] = out_n.to(out.dtype)
@@ -137,3 +140,163 @@ def perturbed_guidance(cfg: torch.Tensor, cond: torch.Tensor, perturbed: torch.T
     if scale == 0:
         return cfg
     return cfg + scale * (cond - perturbed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-pass state
+# ---------------------------------------------------------------------------------------------
+class PerturbedPass:
+    """One perturbed-attention guidance (PAG, SEG) for one sampling pass.
+
+    A front end, per guided step (`guides_now`):
+
+        with guidance.perturbing(rows):          # the rows of the coming UNet call that are perturbed:
+            out = model(x_in, sigma_in, cond_in)  #   appended cond rows (batched) or every row (separate)
+        cfg = guidance.guide(cfg, x, cond, perturbed, space=..., prediction=...)
+
+    or, where it cannot batch, `guide_separately(cfg, x, cond, call_model, ...)`, which makes the
+    one extra model call itself (cond conditioning, every row perturbed). While rows are set, the
+    chosen layers (`LayerChoice`) run `perturbed_attention` on exactly those rows and their normal
+    computation (the planners' plan under Slothful / Near-sighted / AgentSD, else full attention)
+    on the others; every other layer runs as usual for every row. Subclasses give the name and
+    `perturbed_attention`.
+    """
+
+    name = "perturbed"
+    needs_grid = False  # SEG blurs over the token grid: calls whose grid is unknown stay unperturbed
+
+    def __init__(self, settings: PerturbedSettings, patch=None):
+        self.settings = settings
+        self.patch = patch
+        self.extra_calls = 0  # separate extra model calls made, for info and tests
+        self.batched_calls = 0  # model calls that carried perturbed rows next to cond/uncond
+        self.notes: List[str] = []
+        self._rows = None
+        self._choice: Optional[LayerChoice] = None
+        self._choice_of = None  # the UNet the choice was made for (the refiner switch retargets the patch)
+        if patch is not None and self.active:
+            patch.interceptors.append(self.intercept)
+
+    @property
+    def active(self) -> bool:
+        return self.settings.active
+
+    def guides_now(self) -> bool:
+        """Active and inside the step window at the patch's step (no patch: whenever active)."""
+        if self.patch is None:
+            return self.active
+        return self.settings.guides(self.patch.step, self.patch.total)
+
+    def note(self, message: str) -> None:
+        target = self.patch.notes if self.patch is not None else self.notes
+        if message not in target:
+            target.append(message)
+
+    def close(self) -> None:
+        self._rows = None
+        if self.patch is not None and self.intercept in self.patch.interceptors:
+            self.patch.interceptors.remove(self.intercept)
+
+    # ---- the perturbed rows -----------------------------------------------------------------
+    def perturbing(self, rows):
+        """Context: the chosen layers perturb `rows` (slice or indices, per model call) until it exits."""
+        return _Perturbing(self, rows)
+
+    def layers(self) -> LayerChoice:
+        unet = getattr(self.patch, "unet", None)
+        if self._choice is None or self._choice_of is not unet:
+            self._choice, self._choice_of = LayerChoice(unet, self.settings), unet
+        return self._choice
+
+    def intercept(self, module, info, x: torch.Tensor, call):
+        """SlothPatch interceptor: take over a chosen layer while rows are perturbed; None elsewhere."""
+        if self._rows is None or module not in self.layers():
+            return None
+        rows = _resolve(self._rows, x.shape[0])
+        if not rows:
+            return None
+        grid = (call.grid.h, call.grid.w) if call.grid is not None else None
+        if grid is None and self.needs_grid:
+            self.note(f"{self.name}: {info.name} has no known token grid this call (merged by another "
+                      "extension?); it ran unperturbed")
+            return None
+        others = [i for i in range(x.shape[0]) if i not in set(rows)]
+        planned = None
+        if others and grid is not None:
+            planned = self.patch.planned(dataclasses.replace(call, batch=len(others), block_input=(
+                call.block_input[others] if call.block_input is not None else None)))
+        upcast = call.upcast
+        perturbed_attention = self.perturbed_attention
+
+        def run(view, x_call: torch.Tensor) -> torch.Tensor:
+            k_in, v_in = kv_inputs(view, x_call)
+
+            def perturbed(idx):
+                return view.to_out(perturbed_attention(view, x_call[idx], k_in[idx], v_in[idx], grid, upcast))
+
+            def normal(idx):
+                if planned is not None:
+                    out = planned(view, x_call[idx])
+                    return out if getattr(planned, "projects_out", False) else view.to_out(out)
+                xi = x_call[idx]
+                return view.to_out(attend(view.to_q(xi), view.to_k(k_in[idx]), view.to_v(v_in[idx]), view.heads,
+                                          upcast))
+
+            return rows_routed(x_call.shape[0], rows, perturbed, normal)
+
+        run.projects_out = True
+        return run
+
+    def perturbed_attention(self, layer, x: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor,
+                            grid: Optional[Tuple[int, int]], upcast: bool) -> torch.Tensor:
+        """The perturbed layer's attention output before to_out [B, N, heads*d]. Subclasses."""
+        raise NotImplementedError
+
+    # ---- guidance ---------------------------------------------------------------------------
+    def guide(self, cfg: torch.Tensor, x: torch.Tensor, cond: torch.Tensor, perturbed: torch.Tensor, *,
+              space=None, prediction: str = "x0") -> torch.Tensor:
+        """cfg + scale * (cond - perturbed), computed in x0 (eps / v converted through `space`), or cfg
+        itself outside the window. All [B, C, H, W] predictions of kind `prediction` for input x."""
+        if not self.guides_now():
+            return cfg
+        scale = self.settings.scale
+        guided = in_x0(prediction, x, space, lambda c, co, pe: perturbed_guidance(c, co, pe, scale),
+                       cfg, cond, perturbed)
+        recorder = getattr(self.patch, "recorder", None)
+        if recorder is not None and hasattr(recorder, "guidance"):
+            recorder.guidance(self.name, self.patch.step, self.patch.total, guided, cfg)
+        return guided
+
+    def guide_separately(self, cfg: torch.Tensor, x: torch.Tensor, cond: torch.Tensor,
+                         call_model: Callable[[torch.Tensor], torch.Tensor], *, space=None,
+                         prediction: str = "x0") -> torch.Tensor:
+        """guide() with the perturbed prediction from one more model call: call_model(x) runs the cond
+        conditioning on x's rows and returns `prediction`. Outside the window: cfg, no call."""
+        if not self.guides_now():
+            return cfg
+        with self.perturbing(slice(None)):
+            self.extra_calls += 1
+            perturbed = call_model(x)
+        return self.guide(cfg, x, cond, perturbed, space=space, prediction=prediction)
+
+
+class _Perturbing:
+    def __init__(self, guidance: PerturbedPass, rows):
+        self.guidance, self.rows = guidance, rows
+
+    def __enter__(self):
+        self.saved, self.guidance._rows = self.guidance._rows, self.rows
+        return self.guidance
+
+    def __exit__(self, *exc):
+        self.guidance._rows = self.saved
+        return False
+
+
+def _resolve(rows, batch: int) -> List[int]:
+    if isinstance(rows, slice):
+        return list(range(batch))[rows]
+    out = sorted({int(r) + batch if int(r) < 0 else int(r) for r in rows})
+    if out and not 0 <= out[0] <= out[-1] < batch:
+        raise IndexError(f"perturbed rows {out} outside a model call of {batch} rows")
+    return out

@@ -23,7 +23,7 @@ from einops import rearrange
 from .attention import attend
 from .blur import gaussian_taps, separable_blur
 from .fields import setting
-from .perturbed import PerturbedSettings
+from .perturbed import PerturbedPass, PerturbedSettings
 
 SIGMA_INF = 100.0  # blur_sigma at (or above) this is infinite: every query becomes the mean query
 
@@ -78,3 +78,13 @@ def smoothed_attention(layer, x: torch.Tensor, k_in: torch.Tensor, v_in: torch.T
     queries blurred. x [B, N, C] (queries from it), k_in / v_in what K and V are computed from."""
     q = blur_queries(layer.to_q(x), grid_hw, sigma)
     return attend(q, layer.to_k(k_in), layer.to_v(v_in), layer.heads, upcast)
+
+
+class SegPass(PerturbedPass):
+    """SEG for one sampling pass (lib_sloth.perturbed.PerturbedPass): the chosen layers blur their queries."""
+
+    name = "SEG"
+    needs_grid = True
+
+    def perturbed_attention(self, layer, x, k_in, v_in, grid, upcast):
+        return smoothed_attention(layer, x, k_in, v_in, grid, self.settings.blur_sigma, upcast)

@@ -86,27 +86,27 @@ def test_rows_routed_runs_each_side_on_exactly_its_rows():
     x = torch.arange(5.0).reshape(5, 1, 1)
     seen = {}
 
-    def perturbed(t):
-        seen["p"] = t.flatten().tolist()
-        return t * 100
+    def perturbed(idx):
+        seen["p"] = idx
+        return x[idx] * 100
 
-    def normal(t):
-        seen["n"] = t.flatten().tolist()
-        return t
+    def normal(idx):
+        seen["n"] = idx
+        return x[idx]
 
-    out = rows_routed(x, [3, 1], perturbed, normal)
-    assert seen == {"p": [1.0, 3.0], "n": [0.0, 2.0, 4.0]}
+    out = rows_routed(5, [3, 1], perturbed, normal)
+    assert seen == {"p": [1, 3], "n": [0, 2, 4]}
     assert out.flatten().tolist() == [0.0, 100.0, 2.0, 300.0, 4.0]
 
 
 def test_rows_routed_with_all_or_no_rows_calls_one_side_only():
     x = torch.ones(2, 1, 1)
 
-    def boom(t):
+    def boom(idx):
         raise AssertionError("called")
 
-    assert torch.equal(rows_routed(x, [0, 1], lambda t: t * 2, boom), x * 2)
-    assert torch.equal(rows_routed(x, [], boom, lambda t: t * 3), x * 3)
+    assert torch.equal(rows_routed(2, [0, 1], lambda idx: x[idx] * 2, boom), x * 2)
+    assert torch.equal(rows_routed(2, [], boom, lambda idx: x[idx] * 3), x * 3)
 
 
 # ---- the guidance term -------------------------------------------------------------------------
