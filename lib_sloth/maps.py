@@ -9,6 +9,9 @@ bit-identical to a run without it. With a recorder:
   recorder reads what actually runs: the K/V budget of the call (keys per query, as a share of
   the unpatched layer's keys) and, for tiled calls, the tile grid with this step's seams and the
   global sample. The runner is not touched.
+- A perturbed-attention guidance (PAG, SEG: lib_sloth.perturbed) calls `MapRecorder.guidance` once
+  per guided step with how far it moved the prediction (x0); the first image's |guided - cfg|,
+  averaged over the channels, is kept for its first, middle and last guided step.
 - SagPass calls `MapRecorder.sag` once per guided step, with the map it is about to use; the
   recorder keeps the first image's received-attention grid and the engine's own mask
   (`sag_mask.mask_from_received`, what `attention_mask` computes) at the latent size.
@@ -17,9 +20,10 @@ Only the first image of the batch is kept, and only a few steps (budget: one flo
 and step; tiles: two steps per tiled level; SAG: the first, middle and last guided step).
 Memory bound, batch 8 at 1024 x 1024 (latent 128 x 128): SAG 3 x (grid h*w fp32 + latent
 H*W bool) = 3 x (32*32*4 + 128*128) B = 60 KiB on SDXL (SD1.x: 51 KiB); tiles 6 small records;
-budget 7 levels x steps floats (150 steps: ~40 KiB of Python floats). Under 0.2 MiB per pass,
-whatever the batch size, all on the CPU; transient work per SAG step: one sum over the first
-image's heads x N x N map (SDXL 1024^2: 20 x 1024^2 floats read, 80 KiB written).
+budget 7 levels x steps floats (150 steps: ~40 KiB of Python floats); PAG and SEG 3 x H*W fp32
+each (192 KiB at 128 x 128). Under 0.6 MiB per pass, whatever the batch size, all on the CPU;
+transient work per SAG step: one sum over the first image's heads x N x N map (SDXL 1024^2:
+20 x 1024^2 floats read, 80 KiB written); per PAG / SEG step one |difference| of the first image.
 """
 from __future__ import annotations
 
@@ -92,6 +96,18 @@ class SagRecord:
         return sum(t.numel() * t.element_size() for t in (self.received, self.mask))
 
 
+@dataclass(frozen=True)
+class GuidanceRecord:
+    """Where one guidance moved the first image's prediction at one guided step."""
+
+    step: int
+    moved: torch.Tensor  # [H, W] fp32 at the latent size: |guided - cfg| in x0, mean over the channels
+
+    @property
+    def nbytes(self) -> int:
+        return self.moved.numel() * self.moved.element_size()
+
+
 @dataclass
 class MapRecorder:
     """The maps of one sampling pass (see the module docstring). Not thread-shared; lives on the pass."""
@@ -106,6 +122,8 @@ class MapRecorder:
     sag_first: Optional[SagRecord] = None
     sag_middle: Optional[SagRecord] = None
     sag_last: Optional[SagRecord] = None
+    # guidance name ("PAG", "SEG") -> its first, middle and last guided step ("first" / "middle" / "last")
+    guided: Dict[str, Dict[str, GuidanceRecord]] = field(default_factory=dict)
 
     # ---- recording (called by the engine) ----------------------------------------------------
     def layer(self, call: LayerCall, runner, latent_hw: Optional[Tuple[int, int]] = None) -> None:
@@ -141,10 +159,29 @@ class MapRecorder:
             self.sag_middle = record
         self.sag_last = record
 
+    def guidance(self, name: str, step: int, total: int, moved_x0: torch.Tensor) -> None:
+        """One guided step of a perturbed-attention guidance: moved_x0 [B, C, H, W] = guided - cfg in x0
+        (the first image is kept, as |.| averaged over the channels)."""
+        with torch.no_grad():
+            moved = moved_x0[0].detach().float().abs().mean(dim=0).cpu()
+        record = GuidanceRecord(step, moved)
+        self.total, self.latent_hw = total, tuple(moved.shape)
+        kept = self.guided.setdefault(name, {})
+        kept.setdefault("first", record)
+        target = (total - 1) / 2
+        if "middle" not in kept or abs(step - target) < abs(kept["middle"].step - target):
+            kept["middle"] = record
+        kept["last"] = record
+
     # ---- reading (called by the drawing code) --------------------------------------------------
     @property
     def empty(self) -> bool:
-        return not self.budget and self.sag_first is None
+        return not self.budget and self.sag_first is None and not self.guided
+
+    def guidance_records(self, name: str) -> List[GuidanceRecord]:
+        """First, middle and last guided step of one guidance, each once, in step order."""
+        out = {r.step: r for r in self.guided.get(name, {}).values()}
+        return [out[s] for s in sorted(out)]
 
     def sag_records(self) -> List[SagRecord]:
         """First, middle and last guided step, each once, in step order."""
@@ -187,8 +224,8 @@ class MapRecorder:
     @property
     def nbytes(self) -> int:
         """Bytes held in tensors (the rest is a few hundred small Python objects)."""
-        return sum(r.nbytes for r in {id(r): r for r in (self.sag_first, self.sag_middle, self.sag_last)
-                                      if r is not None}.values())
+        kept = [self.sag_first, self.sag_middle, self.sag_last, *(r for g in self.guided.values() for r in g.values())]
+        return sum(r.nbytes for r in {id(r): r for r in kept if r is not None}.values())
 
     def _tile_record(self, call: LayerCall, runner) -> TileRecord:
         kw = runner.keywords

@@ -260,12 +260,15 @@ class PerturbedPass:
         if not self.guides_now():
             return cfg
         scale = self.settings.scale
-        guided = in_x0(prediction, x, space, lambda c, co, pe: perturbed_guidance(c, co, pe, scale),
-                       cfg, cond, perturbed)
         recorder = getattr(self.patch, "recorder", None)
-        if recorder is not None and hasattr(recorder, "guidance"):
-            recorder.guidance(self.name, self.patch.step, self.patch.total, guided, cfg)
-        return guided
+
+        def guide_x0(cfg_x0, cond_x0, perturbed_x0):
+            guided = perturbed_guidance(cfg_x0, cond_x0, perturbed_x0, scale)
+            if recorder is not None:  # "Show Sloth maps": where this step's guidance moved the prediction
+                recorder.guidance(self.name, self.patch.step, self.patch.total, guided - cfg_x0)
+            return guided
+
+        return in_x0(prediction, x, space, guide_x0, cfg, cond, perturbed)
 
     def guide_separately(self, cfg: torch.Tensor, x: torch.Tensor, cond: torch.Tensor,
                          call_model: Callable[[torch.Tensor], torch.Tensor], *, space=None,

@@ -214,3 +214,32 @@ def test_the_patch_is_undone_after_an_exception_in_the_perturbed_pass(sd15):
         cfg, cond, _ = plain_step(sd15, x, t, c, u)
         pag.guide_separately(cfg, x, cond, fail)
     assert CrossAttention.forward is before and pag._rows is None
+
+
+# ---- Show Sloth maps -----------------------------------------------------------------------------
+def test_maps_keep_where_the_guidance_moved_the_prediction_at_first_middle_and_last_step(sd15):
+    from PIL import Image
+
+    from lib_sloth.maps import MapRecorder
+    from lib_sloth.webui import draw_maps
+
+    x, t, c, u = conds(sd15, batch=2)
+    recorder = MapRecorder(SlothSettings(), 1)
+    moved = {}
+    for step in range(5):
+        patch = SlothPatch(sd15, SlothSettings(), seed=1)
+        patch.recorder = recorder
+        pag = PagPass(PAG, patch)
+        with torch.no_grad(), patch:
+            patch.set_step(step, 5)
+            cfg, cond, _ = plain_step(sd15, x, t, c, u)
+            guided = pag.guide_separately(cfg, x, cond, lambda xi: sd15(xi, t, c))
+        moved[step] = (guided - cfg)[0].abs().mean(dim=0)
+    records = recorder.guidance_records("PAG")
+    assert [r.step for r in records] == [0, 2, 4]
+    for r in records:
+        assert torch.allclose(r.moved, moved[r.step], atol=1e-6) and r.moved.shape == x.shape[-2:]
+    maps = draw_maps.render(recorder, Image.new("RGB", (24 * 8, 16 * 8)), "first pass")
+    strip, = [m for m in maps if m.caption.startswith("Sloth PAG map")]
+    assert strip.image.width == 3 * 24 * 8 + 2 * draw_maps.GAP
+    assert recorder.nbytes == 3 * 16 * 24 * 4

@@ -7,11 +7,14 @@ in this order (the order the gallery and the API show them, after the generated 
 1. SAG: one strip of up to three panels (first, middle and last guided step): the final image
    under the uncond's received-attention map (heat, nearest-upsampled) with the engine's blur mask
    outlined and tinted cyan; threshold and blur sigma in the caption.
-2. Near-sighted Tile / Attention: one image per tiled level, shallowest first, of two panels (the
+2. PAG, SEG (each guidance that ran): one strip of up to three panels (first, middle and last guided
+   step): where the guidance moved the first image's prediction, |guided - cfg| in x0 averaged
+   over the latent channels (heat, 0 to the step's maximum, printed on the panel), over the image.
+3. Near-sighted Tile / Attention: one image per tiled level, shallowest first, of two panels (the
    peak step and the step farthest from it; Tile: first and last step): this step's tiles (yellow,
    with their seams) and the global sample's cells (cyan) over the final image; tile size and
    global ratio per panel.
-3. K/V budget: keys per query as a share of the unpatched layer, per level across the steps of
+4. K/V budget: keys per query as a share of the unpatched layer, per level across the steps of
    the pass (Slothful, Near-sighted Tile / Attention, AgentSD); levels left alone are flat at 100 %.
 
 Every image starts with a caption band that names the map, the pass and the image of the batch,
@@ -27,7 +30,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..maps import MapRecorder, SagRecord, TileRecord
+from ..maps import GuidanceRecord, MapRecorder, SagRecord, TileRecord
 
 PANEL_MAX = 512  # long side of one panel, in pixels (never upscaled)
 HEADER = 44  # caption band height
@@ -110,6 +113,8 @@ def render(recorder: Optional[MapRecorder], image: Image.Image, label: str) -> L
     out: List[MapImage] = []
     if recorder.sag_records():
         out.append(sag_strip(recorder, base, label))
+    for name in recorder.guided:
+        out.append(guidance_strip(recorder, name, base, label))
     for level in recorder.tiled_levels():
         out.append(tile_map(recorder, level, base, label))
     if _has_rewrite(recorder):
@@ -150,6 +155,26 @@ def _sag_panel(record: SagRecord, base: Image.Image) -> Image.Image:
     pixels[mask] = pixels[mask] * 0.65 + np.array(MASK, np.float32) * 0.35
     edge = mask & ~_eroded(mask)
     pixels[edge] = MASK
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def guidance_strip(recorder: MapRecorder, name: str, base: Image.Image, label: str) -> MapImage:
+    records = recorder.guidance_records(name)
+    size = panel_size(base.size)
+    caption = (f"Sloth {name} map - {label}: where the guidance moved the prediction, |guided - cfg| "
+               "(x0, mean over the latent channels; heat from 0 to each step's maximum)")
+    panels = []
+    for r in records:
+        panel = _guidance_panel(r, base.resize(size, Image.BILINEAR))
+        _tag(panel, f"step {r.step + 1}/{recorder.total}: 0-{float(r.moved.max()):.3g}")
+        panels.append(panel)
+    return MapImage(caption, _with_header(_row(panels), caption))
+
+
+def _guidance_panel(record: GuidanceRecord, base: Image.Image) -> Image.Image:
+    moved = record.moved.numpy().astype(np.float32)
+    heat = _heat(upsample_nearest(moved / max(float(moved.max()), 1e-12), base.size))
+    pixels = np.asarray(base, dtype=np.float32) * 0.4 + heat.astype(np.float32) * 0.6
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
