@@ -36,7 +36,7 @@ import torch
 from .bench_profile import ATTN1_STAGES, StageClock, attn1_stages
 from .bench_cases import (  # noqa: F401  (re-exported: the cases are part of the bench's interface)
     SLOTH_CASES, TOTAL_STEPS, Case, SlothPatch, build_unet, case_step, ceiling_case, cfg_step, default_cases,
-    free_self_attention, maps_cases, sag_cases, sdp_attention, sloth_case, tomesd_case, unpatched_case)
+    free_self_attention, guidance_cases, maps_cases, sag_cases, sdp_attention, sloth_case, tomesd_case, unpatched_case)
 
 
 class DeviceClock:
@@ -252,11 +252,15 @@ def pick_device(name: str) -> torch.device:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="512² only, 1 repetition")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[512, 1024],
+                    help="sizes of the UNet table (none: skip it, e.g. to run only the guidance cases)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--only", nargs="+", help="case names to run (the baselines and the ceiling always run)")
     ap.add_argument("--sag-sizes", type=int, nargs="*", default=[512], help="sizes of the SAG CFG-step cases")
+    ap.add_argument("--guidance-sizes", type=int, nargs="*", default=[],
+                    help="sizes of the guidance CFG-step cases (PAG / SEG batched and separate, SAG and its "
+                         "window); none by default")
     ap.add_argument("--maps-sizes", type=int, nargs="*", default=[],
                     help="sizes of the 'Show Sloth maps' recording cases (maps off vs on); none by default")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -288,9 +292,11 @@ def main(argv=None):
     if args.only:
         cases = [c for c in cases if c.role != "case" or c.name in args.only]
     unet = build_unet(device, dtype)
-    results = run(sizes, reps, cases, device, dtype, log, unet, timer=args.timer)
+    results = run(sizes, reps, cases, device, dtype, log, unet, timer=args.timer) if sizes else []
     if args.sag_sizes and (not args.only or "sag" in args.only):
         results += run(args.sag_sizes, reps, sag_cases(), device, dtype, log, unet, timer=args.timer)
+    if args.guidance_sizes:
+        results += run(args.guidance_sizes, reps, guidance_cases(), device, dtype, log, unet, timer=args.timer)
     for group in maps_cases() if args.maps_sizes else ():
         results += run(args.maps_sizes, reps, group, device, dtype, log, unet, timer=args.timer)
     report = {"device": str(device) + ("" if device.type == "cuda" else f" ({os.cpu_count()} cores)"),

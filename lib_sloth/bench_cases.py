@@ -104,6 +104,63 @@ def sag_cases() -> List[Case]:
             Case("cfg step (repeat)", lambda unet: contextlib.nullcontext(), cfg_step, role="repeat")]
 
 
+# ---- PAG and SEG: a CFG step with the perturbed pass batched or separate; SAG outside its window ----
+def perturbed_step(batched: bool):
+    """A CFG step (rows [cond, uncond] of one image) plus a perturbed-attention guidance: its perturbed
+    cond row appended to the same UNet call (batched: one batch-3 call), or one more batch-1 call."""
+
+    def step(unet, x, t, ctx, guidance):
+        space = NoiseSpace.from_alphas_cumprod(sd15_alphas_cumprod(), t[:1], like=x[:1])
+        if batched:
+            with guidance.perturbing([2]):
+                out = unet(torch.cat([x, x[:1]]), torch.cat([t, t[:1]]), torch.cat([ctx, ctx[:1]]))
+            cond, uncond, perturbed = out[:1], out[1:2], out[2:]
+            cfg = uncond + CFG_SCALE * (cond - uncond)
+            guidance.guide(cfg, x[:1], cond, perturbed, space=space, prediction="eps")
+            return
+        out = unet(x, t, ctx)
+        cond, uncond = out[:1], out[1:]
+        cfg = uncond + CFG_SCALE * (cond - uncond)
+        guidance.guide_separately(cfg, x[:1], cond, lambda xi: unet(xi, t[:1], ctx[:1]), space=space,
+                                  prediction="eps")
+
+    return step
+
+
+def guidance_cases() -> List[Case]:
+    """The CFG step alone, with PAG and SEG (defaults: middle block, scale 3; SEG infinite blur) batched
+    and separate, with SAG, and with SAG at a step outside its 0-0.5 window (no extra call), then the
+    CFG step again."""
+    from .pag import PagPass, PagSettings
+    from .sag import SagSettings
+    from .seg import SegPass, SegSettings
+    from .settings import SlothSettings
+
+    def with_guidance(cls, block, step: int = 0):
+        @contextlib.contextmanager
+        def enter(unet):
+            patch = SlothPatch(unet, SlothSettings(), seed=1)
+            guidance = cls(block, patch)
+            with patch:
+                patch.set_step(step, TOTAL_STEPS)
+                yield guidance
+
+        return enter
+
+    plain = lambda unet: contextlib.nullcontext()  # noqa: E731
+    pag, seg = PagSettings(enabled=True), SegSettings(enabled=True)
+    sag, window = SagSettings(enabled=True), SagSettings(enabled=True, end=0.5)
+    return [Case("cfg step", plain, cfg_step, role="baseline"),
+            Case("cfg step + PAG (batched)", with_guidance(PagPass, pag), perturbed_step(True)),
+            Case("cfg step + PAG (separate)", with_guidance(PagPass, pag), perturbed_step(False)),
+            Case("cfg step + SEG (batched)", with_guidance(SegPass, seg), perturbed_step(True)),
+            Case("cfg step + SEG (separate)", with_guidance(SegPass, seg), perturbed_step(False)),
+            Case("cfg step + SAG", with_guidance(SagPass, sag), cfg_step),
+            Case("cfg step + SAG, step outside its 0-0.5 window", with_guidance(SagPass, window, TOTAL_STEPS - 5),
+                 cfg_step),
+            Case("cfg step (repeat)", plain, cfg_step, role="repeat")]
+
+
 # ---- Show Sloth maps: the recording's cost (each group's first case is its baseline) -----------
 def maps_cases() -> List[List[Case]]:
     """Two groups, each the same step without and with a MapRecorder on the patch: one UNet

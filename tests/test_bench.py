@@ -273,3 +273,30 @@ def test_maps_cases_record_and_compare_against_maps_off():
     recorders = [p.recorder for p in patches]
     assert [r is not None for r in recorders] == [False, True, False, True]
     assert recorders[1].tiles and recorders[3].sag_records()  # what "maps on" paid for was recorded
+
+
+def test_guidance_cases_make_the_documented_model_calls_and_undo_everything(unet, monkeypatch):
+    """PAG / SEG batched: one batch-3 UNet call; separate: a batch-2 and a batch-1 call; SAG: 2 + 1;
+    SAG at a step outside its window: the plain CFG step's one call."""
+    cases = bench.guidance_cases()
+    assert [c.name for c in cases][0] == "cfg step" and cases[-1].role == "repeat"
+    calls = []
+    hook = unet.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    original = CrossAttention.forward
+    x, t, ctx = unet_inputs(unet, 2, 32, 32)
+    seen = {}
+    try:
+        with torch.no_grad():
+            for case in cases:
+                calls.clear()
+                with case.enter(unet) as handle:
+                    case.run(unet, x, t, ctx, handle)
+                seen[case.name] = list(calls)
+    finally:
+        hook.remove()
+    assert CrossAttention.forward is original
+    assert seen == {"cfg step": [2], "cfg step + PAG (batched)": [3], "cfg step + PAG (separate)": [2, 1],
+                    "cfg step + SEG (batched)": [3], "cfg step + SEG (separate)": [2, 1], "cfg step + SAG": [2, 1],
+                    "cfg step + SAG, step outside its 0-0.5 window": [2], "cfg step (repeat)": [2]}
+    results = bench.run([256], 1, cases, CPU, torch.float32, log=quiet, unet=unet)
+    assert set(bench.summary(results)["noise"]) == {"256 cfg step"}
