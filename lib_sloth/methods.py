@@ -22,7 +22,9 @@ from typing import Any, Iterator, Mapping, Optional
 from .agentsd import AgentSDSettings, plan_agentsd
 from .layer_call import LayerCall, Planner, Runner
 from .nearsighted import NearSightedSettings, TileSettings, plan_nearsighted, plan_tile
+from .pag import PagSettings
 from .sag import SagSettings
+from .seg import SegSettings
 from .slothful import SlothfulSettings, plan_slothful
 
 
@@ -88,6 +90,13 @@ BUILTIN: tuple[Method, ...] = (  # the settings table's order: the UI's position
     Method("sag", SagSettings, "Self-Attention Guidance", "SAG", "Sloth SAG",
            # SAG at its usual strength: cleaner backgrounds for one more UNet pass per step.
            presets={"background fix": {"sag": {"enabled": True, "scale": 0.5, "blur_sigma": 2.0}}}),
+    # PAG and SEG guide the CFG through one more perturbed cond row per step (lib_sloth.perturbed).
+    Method("pag", PagSettings, "Perturbed-Attention Guidance", "PAG", "Sloth PAG",
+           # ComfyUI's PerturbedAttentionGuidance node at its default: firmer structure and anatomy.
+           presets={"structure fix": {"pag": {"enabled": True, "scale": 3.0}}}),
+    Method("seg", SegSettings, "Smoothed Energy Guidance", "SEG", "Sloth SEG",
+           # The SEG authors' defaults: scale 3, infinite blur of the middle block's queries.
+           presets={"smooth energy": {"seg": {"enabled": True}}}),
 )
 
 _table: list[Method] = list(BUILTIN)

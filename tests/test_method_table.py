@@ -108,7 +108,8 @@ def test_the_accordion_has_its_section_controls_and_hints(vscale, tmp_path):
                                      built.components["show_maps"]]  # then args.TAIL
     assert hints.hint_map()["vscale__scale"] == "Multiplier of V; 1 = unchanged"
     assert '"vscale__enabled": "Scale the values of self-attention"' in hints.render_js()
-    assert labels.sections() == ["slothful", "tile", "nearsighted", "sag", "vscale", "agentsd"]  # ui_rank 0 < 1
+    assert labels.sections() == ["slothful", "tile", "nearsighted", "sag", "pag", "seg", "vscale",
+                                 "agentsd"]  # ui_rank 0 < 1
     assert labels.xyz_label("vscale.scale") == "[Sloth] VScale scale"
 
 
@@ -213,9 +214,10 @@ def test_a_method_that_would_clash_is_refused(change, problem):
 
 
 def test_the_builtin_orders_are_the_documented_ones():
-    assert methods.names() == ["slothful", "tile", "nearsighted", "agentsd", "sag"]  # the args order
+    assert methods.names() == ["slothful", "tile", "nearsighted", "agentsd", "sag", "pag", "seg"]  # the args order
     assert [m.name for m in methods.in_plan_order()] == ["agentsd", "slothful", "tile", "nearsighted"]
-    assert labels.sections() == ["slothful", "tile", "nearsighted", "sag", "agentsd"]
+    assert labels.sections() == ["slothful", "tile", "nearsighted", "sag", "pag", "seg", "agentsd"]
     assert [m.infotext_key for m in methods.BUILTIN] == ["Sloth Slothful", "Sloth Tile", "Sloth NSA",
-                                                          "Sloth AgentSD", "Sloth SAG"]  # the v1 format
+                                                          "Sloth AgentSD", "Sloth SAG", "Sloth PAG",
+                                                          "Sloth SEG"]  # the v1 format
     assert xyz.ENABLED_LABEL == "[Sloth] Enabled"

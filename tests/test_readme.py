@@ -11,7 +11,7 @@ README = open(os.path.join(ROOT, "README.md"), encoding="utf8").read()
 def test_every_setting_is_explained_in_its_section():
     settings = README.split("## Settings", 1)[1].split("## Compatibility", 1)[0]
     sections = {"slothful": "(`slothful.*`)", "tile": "(`tile.*`)", "nearsighted": "(`nearsighted.*`)",
-                "sag": "(`sag.*`)", "agentsd": "(`agentsd.*`)"}
+                "sag": "(`sag.*`)", "agentsd": "(`agentsd.*`)", "pag": "(`pag.*`)", "seg": "(`seg.*`)"}
     for spec in iter_fields():
         head, _, rest = spec.path.partition(".")
         if head not in sections:

@@ -133,7 +133,7 @@ def test_one_section_per_method_in_the_issues_order(built):
     blocks, _ = built
     titles = [c.label for c in blocks.blocks.values() if isinstance(c, gr.Accordion) and c.label != "Sloth"]
     assert titles == ["Slothful Attention", "Near-sighted Tile", "Near-sighted Attention", "Self-Attention Guidance",
-                      "AgentSD"]
+                      "Perturbed-Attention Guidance", "Smoothed Energy Guidance", "AgentSD"]
 
 
 def test_committed_hints_js_is_generated_from_the_settings_table():
