@@ -296,7 +296,8 @@ def main(argv=None):
     if args.sag_sizes and (not args.only or "sag" in args.only):
         results += run(args.sag_sizes, reps, sag_cases(), device, dtype, log, unet, timer=args.timer)
     if args.guidance_sizes:
-        results += run(args.guidance_sizes, reps, guidance_cases(), device, dtype, log, unet, timer=args.timer)
+        guided = [c for c in guidance_cases() if c.role != "case" or not args.only or c.name in args.only]
+        results += run(args.guidance_sizes, reps, guided, device, dtype, log, unet, timer=args.timer)
     for group in maps_cases() if args.maps_sizes else ():
         results += run(args.maps_sizes, reps, group, device, dtype, log, unet, timer=args.timer)
     report = {"device": str(device) + ("" if device.type == "cuda" else f" ({os.cpu_count()} cores)"),
