@@ -22,9 +22,9 @@ from typing import Any, Iterator, Mapping, Optional
 from .agentsd import AgentSDSettings, plan_agentsd
 from .layer_call import LayerCall, Planner, Runner
 from .nearsighted import NearSightedSettings, TileSettings, plan_nearsighted, plan_tile
-from .pag import PagSettings
+from .pag import PagPass, PagSettings
 from .sag import SagSettings
-from .seg import SegSettings
+from .seg import SegPass, SegSettings
 from .slothful import SlothfulSettings, plan_slothful
 
 
@@ -50,6 +50,9 @@ class Method:
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # built-in presets it contributes
     plan_rank: int = 0  # lower plans first at each layer; ties keep the table's order
     ui_rank: int = 0  # lower shows first in the accordion; ties keep the table's order
+    # a guidance with a perturbed extra pass: its per-pass class, made as guidance(settings block, patch)
+    # (lib_sloth.perturbed.PerturbedPass); the adapters run every active one without knowing which
+    guidance: Optional[type] = None
 
     def block(self, settings):
         """This method's settings block inside a SlothSettings."""
@@ -93,10 +96,10 @@ BUILTIN: tuple[Method, ...] = (  # the settings table's order: the UI's position
     # PAG and SEG guide the CFG through one more perturbed cond row per step (lib_sloth.perturbed).
     Method("pag", PagSettings, "Perturbed-Attention Guidance", "PAG", "Sloth PAG",
            # ComfyUI's PerturbedAttentionGuidance node at its default: firmer structure and anatomy.
-           presets={"structure fix": {"pag": {"enabled": True, "scale": 3.0}}}),
+           presets={"structure fix": {"pag": {"enabled": True, "scale": 3.0}}}, guidance=PagPass),
     Method("seg", SegSettings, "Smoothed Energy Guidance", "SEG", "Sloth SEG",
            # The SEG authors' defaults: scale 3, infinite blur of the middle block's queries.
-           presets={"smooth energy": {"seg": {"enabled": True}}}),
+           presets={"smooth energy": {"seg": {"enabled": True}}}, guidance=SegPass),
 )
 
 _table: list[Method] = list(BUILTIN)
@@ -197,6 +200,11 @@ def plan_layer(settings, call: LayerCall) -> Optional[Runner]:
         if runner is not None:
             return runner
     return None
+
+
+def guidance_passes(settings, patch) -> list:
+    """One per-pass object for every active guidance method (table order), on `patch`."""
+    return [m.guidance(m.block(settings), patch) for m in _table if m.guidance is not None and m.active(settings)]
 
 
 def any_active(settings) -> bool:

@@ -108,23 +108,27 @@ class LayerChoice:
 RowsFn = Callable[[List[int]], torch.Tensor]
 
 
-def rows_routed(batch: int, rows: Sequence[int], perturbed: RowsFn, normal: RowsFn) -> torch.Tensor:
-    """perturbed(rows) on `rows`, normal(others) on the other rows of a batch, in row order.
+def rows_routed(batch: int, parts: Sequence[Tuple[Sequence[int], RowsFn]], normal: RowsFn) -> torch.Tensor:
+    """Each part's fn(rows) on its own rows, normal(others) on the rows no part claims, in row order.
 
-    With every row perturbed (the separate extra pass) `normal` is never called, and with none
-    (`rows` empty) `perturbed` is not: each side runs on exactly its own rows.
+    parts: (rows, fn) pairs with disjoint rows. A side with no rows is never called: with every row
+    perturbed (the separate extra pass) `normal` is not, with none only `normal` is.
     """
-    rows = sorted(set(int(r) for r in rows))
-    if len(rows) == batch:
-        return perturbed(list(range(batch)))
-    if not rows:
-        return normal(list(range(batch)))
-    chosen = set(rows)
-    others = [i for i in range(batch) if i not in chosen]
-    out_p, out_n = perturbed(rows), normal(others)
-    out = out_p.new_empty((batch,) + tuple(out_p.shape[1:]))
-    out[rows] = out_p
-    out[others] = out_n.to(out.dtype)
+    parts = [(sorted(set(int(r) for r in rows)), fn) for rows, fn in parts]
+    parts = [(rows, fn) for rows, fn in parts if rows]
+    claimed = {r for rows, _ in parts for r in rows}
+    others = [i for i in range(batch) if i not in claimed]
+    if len(parts) == 1 and not others:
+        return parts[0][1](parts[0][0])
+    if not parts:
+        return normal(others)
+    pieces = [(rows, fn(rows)) for rows, fn in parts]
+    if others:
+        pieces.append((others, normal(others)))
+    first = pieces[0][1]
+    out = first.new_empty((batch,) + tuple(first.shape[1:]))
+    for rows, value in pieces:
+        out[rows] = value.to(out.dtype)
     return out
 
 
@@ -209,30 +213,36 @@ class PerturbedPass:
         return self._choice
 
     def intercept(self, module, info, x: torch.Tensor, call):
-        """SlothPatch interceptor: take over a chosen layer while rows are perturbed; None elsewhere."""
-        if self._rows is None or module not in self.layers():
-            return None
-        rows = _resolve(self._rows, x.shape[0])
-        if not rows:
-            return None
+        """SlothPatch interceptor: take over a chosen layer while rows are perturbed; None elsewhere.
+
+        The first perturbed-attention guidance on the patch that takes a call also runs every other
+        one's rows of that call (PAG and SEG batched into one call, each on its own rows): the patch
+        hands a layer call to one interceptor only.
+        """
+        batch = x.shape[0]
         grid = (call.grid.h, call.grid.w) if call.grid is not None else None
-        if grid is None and self.needs_grid:
-            self.note(f"{self.name}: {info.name} has no known token grid this call (merged by another "
-                      "extension?); it ran unperturbed")
+        parts = []
+        for g in self._peers():
+            rows = g._rows_here(module, info, batch, grid)
+            if rows:
+                parts.append((rows, g))
+        if not parts or parts[0][1] is not self:
             return None
-        others = [i for i in range(x.shape[0]) if i not in set(rows)]
+        claimed = {r for rows, _ in parts for r in rows}
+        others = [i for i in range(batch) if i not in claimed]
         planned = None
         if others and grid is not None:
             planned = self.patch.planned(dataclasses.replace(call, batch=len(others), block_input=(
                 call.block_input[others] if call.block_input is not None else None)))
         upcast = call.upcast
-        perturbed_attention = self.perturbed_attention
 
         def run(view, x_call: torch.Tensor) -> torch.Tensor:
             k_in, v_in = kv_inputs(view, x_call)
 
-            def perturbed(idx):
-                return view.to_out(perturbed_attention(view, x_call[idx], k_in[idx], v_in[idx], grid, upcast))
+            def perturbed_by(g):
+                def perturbed(idx):
+                    return view.to_out(g.perturbed_attention(view, x_call[idx], k_in[idx], v_in[idx], grid, upcast))
+                return perturbed
 
             def normal(idx):
                 if planned is not None:
@@ -242,10 +252,28 @@ class PerturbedPass:
                 return view.to_out(attend(view.to_q(xi), view.to_k(k_in[idx]), view.to_v(v_in[idx]), view.heads,
                                           upcast))
 
-            return rows_routed(x_call.shape[0], rows, perturbed, normal)
+            return rows_routed(x_call.shape[0], [(rows, perturbed_by(g)) for rows, g in parts], normal)
 
         run.projects_out = True
         return run
+
+    def _peers(self) -> List["PerturbedPass"]:
+        """Every perturbed-attention guidance on this patch, in interceptor order (self among them)."""
+        if self.patch is None:
+            return [self]
+        found = [getattr(i, "__self__", None) for i in self.patch.interceptors]
+        return [g for g in found if isinstance(g, PerturbedPass)]
+
+    def _rows_here(self, module, info, batch: int, grid) -> List[int]:
+        """The rows this guidance perturbs in this layer call ([] = none)."""
+        if self._rows is None or module not in self.layers():
+            return []
+        rows = _resolve(self._rows, batch)
+        if rows and grid is None and self.needs_grid:
+            self.note(f"{self.name}: {info.name} has no known token grid this call (merged by another "
+                      "extension?); it ran unperturbed")
+            return []
+        return rows
 
     def perturbed_attention(self, layer, x: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor,
                             grid: Optional[Tuple[int, int]], upcast: bool) -> torch.Tensor:
@@ -277,10 +305,14 @@ class PerturbedPass:
         conditioning on x's rows and returns `prediction`. Outside the window: cfg, no call."""
         if not self.guides_now():
             return cfg
+        perturbed = self.run_perturbed(lambda: call_model(x))
+        return self.guide(cfg, x, cond, perturbed, space=space, prediction=prediction)
+
+    def run_perturbed(self, call: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """call() -- one more model call of the front end's -- with every row perturbed; counted."""
         with self.perturbing(slice(None)):
             self.extra_calls += 1
-            perturbed = call_model(x)
-        return self.guide(cfg, x, cond, perturbed, space=space, prediction=prediction)
+            return call()
 
 
 class _Perturbing:

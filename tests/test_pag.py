@@ -243,3 +243,23 @@ def test_maps_keep_where_the_guidance_moved_the_prediction_at_first_middle_and_l
     strip, = [m for m in maps if m.caption.startswith("Sloth PAG map")]
     assert strip.image.width == 3 * 24 * 8 + 2 * draw_maps.GAP
     assert recorder.nbytes == 3 * 16 * 24 * 4
+
+
+def test_pag_and_seg_batched_into_one_call_each_perturb_their_own_rows(sd15):
+    x, t, c, u = conds(sd15)
+    seg_settings = SegSettings(enabled=True, blur_sigma=2.0)
+    patch = SlothPatch(sd15, SlothSettings(), seed=1)
+    pag, seg = PagPass(PAG, patch), SegPass(seg_settings, patch)
+    with torch.no_grad(), patch:
+        with pag.perturbing([2]), seg.perturbing([3]):
+            out = sd15(torch.cat([x] * 4), torch.cat([t] * 4), torch.cat([c, u, c, c]))
+        with pag.perturbing(slice(None)):
+            pag_alone = sd15(x, t, c)
+        with seg.perturbing(slice(None)):
+            seg_alone = sd15(x, t, c)
+        plain4 = sd15(torch.cat([x] * 4), torch.cat([t] * 4), torch.cat([c, u, c, c]))
+        floor = noise_floor((plain4[2:3], plain4[0:1]), (plain4[:1], sd15(x, t, c)))  # batch-shape rounding
+    # the rows also go through the routed layers' gather/scatter and SDPA: BATCH_FACTOR (measured ~1.05)
+    assert_within_noise(out[2:3], pag_alone, floor, BATCH_FACTOR, "PAG's row")
+    assert_within_noise(out[3:4], seg_alone, floor, BATCH_FACTOR, "SEG's row")
+    assert max_abs(pag_alone, seg_alone) > 1e3 * max(floor, 1e-7)

@@ -83,20 +83,18 @@ def test_levels_count_from_the_deepest_level_on_sdxl(sdxl):
 
 # ---- row routing -------------------------------------------------------------------------------
 def test_rows_routed_runs_each_side_on_exactly_its_rows():
-    x = torch.arange(5.0).reshape(5, 1, 1)
+    x = torch.arange(6.0).reshape(6, 1, 1)
     seen = {}
 
-    def perturbed(idx):
-        seen["p"] = idx
-        return x[idx] * 100
+    def side(name, factor):
+        def fn(idx):
+            seen[name] = idx
+            return x[idx] * factor
+        return fn
 
-    def normal(idx):
-        seen["n"] = idx
-        return x[idx]
-
-    out = rows_routed(5, [3, 1], perturbed, normal)
-    assert seen == {"p": [1, 3], "n": [0, 2, 4]}
-    assert out.flatten().tolist() == [0.0, 100.0, 2.0, 300.0, 4.0]
+    out = rows_routed(6, [([3, 1], side("p", 100)), ([5], side("s", -1))], side("n", 1))
+    assert seen == {"p": [1, 3], "s": [5], "n": [0, 2, 4]}
+    assert out.flatten().tolist() == [0.0, 100.0, 2.0, 300.0, 4.0, -5.0]
 
 
 def test_rows_routed_with_all_or_no_rows_calls_one_side_only():
@@ -105,8 +103,8 @@ def test_rows_routed_with_all_or_no_rows_calls_one_side_only():
     def boom(idx):
         raise AssertionError("called")
 
-    assert torch.equal(rows_routed(2, [0, 1], lambda idx: x[idx] * 2, boom), x * 2)
-    assert torch.equal(rows_routed(2, [], boom, lambda idx: x[idx] * 3), x * 3)
+    assert torch.equal(rows_routed(2, [([0, 1], lambda idx: x[idx] * 2)], boom), x * 2)
+    assert torch.equal(rows_routed(2, [([], boom)], lambda idx: x[idx] * 3), x * 3)
 
 
 # ---- the guidance term -------------------------------------------------------------------------

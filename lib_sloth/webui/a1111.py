@@ -6,17 +6,29 @@ real step and total (`StepClock`); for SAG its inner model arms the map recordin
 uncond rows of each UNet call and its `combine_denoised` adds the guidance. Everything of one
 denoiser call lives on a `DenoiserCall`, dropped when the call ends. Row layout and timestep
 denoisers: docs/design.md.
+
+PAG / SEG (every guidance of the method table, `methods.guidance_passes`): with the WebUI's
+"Batch cond/uncond" on (the default), the UNet call that holds every cond row of the denoiser
+call gets those cond rows appended once per guidance, and each guidance perturbs its own appended
+rows in that same call; otherwise (the option off, SAG on -- it records the middle block in the
+CFG call -- or a conditioning that cannot be extended) `combine_denoised` makes one more call per
+guidance with the cond rows it collected. Each
+guidance's term is added after the WebUI's combine (and SAG's), per image, on the weighted mean of
+its cond rows (AND sub-prompts).
 """
 from __future__ import annotations
 
-from typing import List, Optional
+import contextlib
+from typing import Dict, List, Optional
 
 import torch
 
+from ..methods import guidance_passes
 from ..patch import SlothPatch
 from ..prediction import NoiseSpace
 from ..sag import SagPass
 from .backend import Backend
+from .batch_rows import concatenated, try_appended
 from .clock import StepClock
 
 
@@ -74,6 +86,7 @@ class A1111Pass:
         self.patch.upcast_for = _upcast_attn  # "Upcast cross attention layer to float32"
         self.patch.kv_source = _hypernetwork_source()
         self.sag = SagPass(settings.sag, self.patch)
+        self.guidances = guidance_passes(settings, self.patch)  # PAG, SEG, ...: perturbed cond rows
         self.notes = self.patch.notes  # grows while sampling; the Script reads it afterwards
         denoiser.sloth_pass = self  # for inspection; dies with the pass's denoiser
         self._call: Optional[DenoiserCall] = None  # the denoiser call under way (SAG only); None between calls
@@ -81,7 +94,7 @@ class A1111Pass:
         self._inner_forward = None
         self._wrap_forward()
         self._wrap_update_inner_model()
-        if self.sag.active:
+        if self.sag.active or self.guidances:
             self._wrap_combine()
 
     # ---- per denoiser call ------------------------------------------------------------------
@@ -90,7 +103,7 @@ class A1111Pass:
 
         def forward(x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
             self.patch.set_step(*self.clock.now(sigma))
-            if self.sag.active and not self._edit_model():
+            if (self.sag.active or self.guidances) and not self._edit_model():
                 self._call = DenoiserCall(x, sigma, self._rows_in(x, cond))
                 self._wrap_inner()
             try:
@@ -143,8 +156,8 @@ class A1111Pass:
         scale = getattr(self.denoiser, "image_cfg_scale", None)
         edit = getattr(shared.sd_model, "cond_stage_key", None) == "edit" and scale is not None and scale != 1.0
         if edit:
-            self.patch.note("SAG skipped: edit models (InstructPix2Pix) combine cond, image and uncond rows in a "
-                            "way SAG does not support; set Image CFG scale to 1 to use SAG with them")
+            self.patch.note("SAG / PAG / SEG skipped: edit models (InstructPix2Pix) combine cond, image and uncond "
+                            "rows in a way the guidances do not support; set Image CFG scale to 1 to use them")
         return edit
 
     def _rows_in(self, x, cond) -> int:
@@ -168,20 +181,65 @@ class A1111Pass:
             call = self._call
             if call is None:
                 return original(x_in, sigma_in, **kwargs)
-            rows = call.uncond_rows_of_next(x_in.shape[0])
-            if rows:
+            cond_rows, rows = call.rows_of_next(x_in.shape[0])
+            if rows and self.sag.active:
                 self.sag.arm(rows)
-                if len(rows) == call.uncond:
-                    call.uncond_cond = _take_rows(kwargs.get("cond"), rows)
-                    # what the model really saw: DDIM / PLMS / UniPC blend the inpainting mask into x
-                    # before denoising (mask_before_denoising), and cfg_denoiser callbacks may replace x
-                    call.uncond_x, call.uncond_sigma = x_in[rows], sigma_in[rows]
+            if rows and len(rows) == call.uncond:
+                call.uncond_cond = _take_rows(kwargs.get("cond"), rows)
+                # what the model really saw: DDIM / PLMS / UniPC blend the inpainting mask into x
+                # before denoising (mask_before_denoising), and cfg_denoiser callbacks may replace x
+                call.uncond_x, call.uncond_sigma = x_in[rows], sigma_in[rows]
+            guiding = [g for g in self.guidances if g.guides_now()]
+            if cond_rows and guiding:
+                call.keep_cond(x_in[cond_rows], sigma_in[cond_rows], _take_rows(kwargs.get("cond"), cond_rows))
             try:
+                if guiding and len(cond_rows) == call.cond_total and not self.sag.active and _batches_cond_uncond():
+                    out = self._with_perturbed_rows(original, guiding, call, cond_rows, x_in, sigma_in, kwargs)
+                    if out is not None:
+                        return out
                 return original(x_in, sigma_in, **kwargs)
             finally:
                 self.sag.stop_recording()  # keep the map; record no other call
 
         self._set(inner, "forward", forward)
+
+    def _with_perturbed_rows(self, original, guiding, call: "DenoiserCall", cond_rows: List[int], x_in, sigma_in,
+                             kwargs):
+        """One UNet call with the cond rows appended once per guidance, each guidance perturbing its
+        own copy; returns the call's own rows and keeps each guidance's rows on `call`. None when the
+        conditioning cannot be extended (the guidances then make their own calls)."""
+        n, m = x_in.shape[0], len(cond_rows)
+        rows = cond_rows * len(guiding)
+        cond = try_appended(kwargs.get("cond"), rows, n)
+        if cond is None:
+            return None
+        with contextlib.ExitStack() as stack:
+            for i, g in enumerate(guiding):
+                stack.enter_context(g.perturbing(list(range(n + i * m, n + (i + 1) * m))))
+            out = original(torch.cat([x_in, x_in[rows]]), torch.cat([sigma_in, sigma_in[rows]]),
+                           **{**kwargs, "cond": cond})
+        for i, g in enumerate(guiding):
+            g.batched_calls += 1
+            call.perturbed[g] = out[n + i * m:n + (i + 1) * m]
+        return out[:n]
+
+    def _guide(self, g, cfg, x_out, conds_list, call: "DenoiserCall"):
+        """cfg plus one guidance's term, per image on the weighted mean of its cond rows."""
+        if not g.guides_now():
+            return cfg
+        if call.cond_x is None or call.cond_x.shape[0] != call.cond_total:
+            g.note(f"{g.name}: a step's cond rows were not all seen by the model; that step ran without {g.name}")
+            return cfg
+        perturbed = call.perturbed.get(g)
+        if perturbed is None:
+            inner = self._inner_forward
+            perturbed = g.run_perturbed(lambda: inner(call.cond_x, call.cond_sigma, cond=call.cond_cond))
+        # each image's model input and noise level as its (first) cond row saw them
+        first = [conds[0][0] for conds in conds_list]
+        x, sigma = call.cond_x[first], call.cond_sigma[first]
+        kind, space = self._prediction_space(sigma, x)
+        return g.guide(cfg, x, _per_image(x_out, conds_list), _per_image(perturbed, conds_list), space=space,
+                       prediction=kind)
 
     def _wrap_combine(self) -> None:
         original = self.denoiser.combine_denoised
@@ -191,22 +249,27 @@ class A1111Pass:
             call = self._call
             if call is None:
                 return cfg
-            n = uncond.shape[0] if not isinstance(uncond, dict) else uncond["crossattn"].shape[0]
-            real = call.uncond_cond is not None and x_out.shape[0] == call.total
-            x, sigma = call.x, call.sigma
-            if call.uncond_x is not None:
-                x, sigma = call.uncond_x, call.uncond_sigma
-            inner = self._inner_forward
-            cond_dict = call.uncond_cond
-
-            def call_model(x_in):
-                return inner(x_in, sigma, cond=cond_dict)
-
-            kind, space = self._prediction_space(sigma, x)
-            return self.sag.guide(cfg, x, x_out[-n:], call_model, space=space, prediction=kind,
-                                  uncond_is_real=real)
+            cfg = self._guide_sag(cfg, x_out, uncond, call) if self.sag.active else cfg
+            for g in self.guidances:
+                cfg = self._guide(g, cfg, x_out, conds_list, call)
+            return cfg
 
         self._set(self.denoiser, "combine_denoised", combine_denoised)
+
+    def _guide_sag(self, cfg, x_out, uncond, call: "DenoiserCall"):
+        n = uncond.shape[0] if not isinstance(uncond, dict) else uncond["crossattn"].shape[0]
+        real = call.uncond_cond is not None and x_out.shape[0] == call.total
+        x, sigma = call.x, call.sigma
+        if call.uncond_x is not None:
+            x, sigma = call.uncond_x, call.uncond_sigma
+        inner = self._inner_forward
+        cond_dict = call.uncond_cond
+
+        def call_model(x_in):
+            return inner(x_in, sigma, cond=cond_dict)
+
+        kind, space = self._prediction_space(sigma, x)
+        return self.sag.guide(cfg, x, x_out[-n:], call_model, space=space, prediction=kind, uncond_is_real=real)
 
     def _set(self, obj, name: str, wrapper) -> None:
         obj.__dict__[name] = wrapper
@@ -227,6 +290,14 @@ class A1111Pass:
         if alphas is None:
             return "x0", None
         return "eps", NoiseSpace.from_alphas_cumprod(alphas, sigma, like=x)
+
+
+def _batches_cond_uncond() -> bool:
+    """The WebUI's "Batch cond/uncond" option: off means the user trades speed for memory, so the
+    perturbed rows get a call of their own instead of enlarging the cond call."""
+    from modules import shared
+
+    return bool(getattr(shared.opts, "batch_cond_uncond", True))
 
 
 def _upcast_attn(module) -> bool:
@@ -262,7 +333,8 @@ class _NoUNet(torch.nn.Module):
 
 
 class DenoiserCall:
-    """The state of one CFG denoiser call, for SAG: created when the call starts, dropped when it ends.
+    """The state of one CFG denoiser call, for the guidances: created when the call starts, dropped
+    when it ends.
 
     x [B, C, H, W] and sigma are the call's latent and sigmas (B = its uncond rows, one per image);
     total: rows of the full layout (cond rows + B uncond rows, the uncond rows last); `offset`
@@ -273,14 +345,43 @@ class DenoiserCall:
         self.x, self.sigma = x, sigma
         self.total = total
         self.uncond = x.shape[0]
+        self.cond_total = total - self.uncond
         self.offset = 0
         self.uncond_cond = None  # the uncond rows' conditioning, once one UNet call held all of them
         self.uncond_x = self.uncond_sigma = None  # and their model input and noise level
+        # PAG / SEG: the cond rows' model input, noise level and conditioning, gathered over the UNet
+        # calls (for a separate perturbed call), and each guidance's perturbed rows from a batched one
+        self.cond_x = self.cond_sigma = self.cond_cond = None
+        self.perturbed: Dict[object, torch.Tensor] = {}
 
-    def uncond_rows_of_next(self, rows: int) -> List[int]:
+    def rows_of_next(self, rows: int):
+        """(cond rows, uncond rows) of the next UNet call of `rows` rows, as indices into that call."""
         start, self.offset = self.offset, self.offset + rows
         first = self.total - self.uncond
-        return [r - start for r in range(max(start, first), min(start + rows, self.total))]
+        cond = [r - start for r in range(start, min(start + rows, first))]
+        uncond = [r - start for r in range(max(start, first), min(start + rows, self.total))]
+        return cond, uncond
+
+    def keep_cond(self, x, sigma, cond) -> None:
+        if self.cond_x is None:
+            self.cond_x, self.cond_sigma, self.cond_cond = x, sigma, cond
+        else:
+            self.cond_x, self.cond_sigma = torch.cat([self.cond_x, x]), torch.cat([self.cond_sigma, sigma])
+            self.cond_cond = concatenated([self.cond_cond, cond])
+
+
+def _per_image(rows: torch.Tensor, conds_list) -> torch.Tensor:
+    """[images, ...]: each image's cond rows (A1111's conds_list: [(row, weight), ...] per image) averaged
+    with their weights; one sub-prompt of weight 1 is that row itself."""
+    out = []
+    for conds in conds_list:
+        if len(conds) == 1:
+            out.append(rows[conds[0][0]])
+            continue
+        total = sum(w for _, w in conds)
+        weights = [w / total if total else 1.0 / len(conds) for _, w in conds]
+        out.append(sum(rows[i] * w for (i, _), w in zip(conds, weights)))
+    return torch.stack(out)
 
 
 def _take_rows(value, rows: List[int]):

@@ -41,3 +41,16 @@ def try_appended(value, rows: List[int], batch: int) -> Optional[object]:
         return appended(value, rows, batch)
     except NotBatchable:
         return None
+
+
+def concatenated(values: list):
+    """The rows of several conditionings of the same form, one after another (tensors concatenated,
+    lists, tuples and dicts walked, anything else taken from the first)."""
+    first = values[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(values)
+    if isinstance(first, (list, tuple)):
+        return type(first)(concatenated([v[i] for v in values]) for i in range(len(first)))
+    if isinstance(first, dict):
+        return {k: concatenated([v[k] for v in values]) for k in first}
+    return first
