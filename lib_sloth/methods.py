@@ -3,9 +3,10 @@
 A method is one module (its settings block class, with an `active` property, and its planner)
 plus one entry in `BUILTIN` below. The settings (lib_sloth.settings), the validation of
 combinations, the planners' order, `any_active`, the info-text keys, the UI sections, the X/Y/Z
-axes, the API names, the hints and the built-in presets all read this table; nothing else needs
-an edit. `register` adds a method at run time (tests; and extensions of the extension) and
-returns the undo.
+axes, the API names, the hints and the built-in presets all read this table; the one other edit
+is pinning the new paths' positional indexes (lib_sloth/webui/positional.py; a test enforces it
+for built-in methods). `register` adds a method at run time (tests; and extensions of the
+extension) and returns the undo.
 
 Contract of a method's settings block: a frozen dataclass (lib_sloth.fields.Validated) whose
 first field is ``enabled: bool`` and which has an ``active`` property ("these settings can
@@ -62,7 +63,7 @@ _REWRITE = "they rewrite the same self-attention layers in different ways"
 _TOKEN_GRID = ("both start at the shallowest attention level and tiling needs the token grid that merging "
                "removes")
 
-BUILTIN: tuple[Method, ...] = (  # the settings table's order: the UI's positional args, never reorder
+BUILTIN: tuple[Method, ...] = (  # the settings table's order (info text, UI sections): never reorder
     Method("slothful", SlothfulSettings, "Slothful Attention", "Slothful", "Sloth Slothful", plan_slothful,
            conflicts=(Conflict(("tile", "nearsighted"), _REWRITE),),
            presets={
