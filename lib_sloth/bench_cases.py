@@ -1,6 +1,8 @@
 """What the benchmark times: the cases (baseline, ceiling, Sloth methods, tomesd, the baseline
-again), the SAG CFG step, the benchmark UNet and the SDPA forward it runs. Shared by
+again), the guided CFG step, the benchmark UNet and the SDPA forward it runs. Shared by
 lib_sloth.bench (the timed table) and lib_sloth.bench_profile (the per-stage profile).
+Every method's rows come from its table entry (`methods.bench_cases`): a per-layer method is
+timed on one UNet forward, a guidance method on a CFG step.
 """
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ from typing import Callable, ContextManager, List
 
 import torch
 
+from . import methods
+from .guidance import GuidedStep
 from .patch import SlothPatch
 from .prediction import NoiseSpace
-from .sag import SagPass
 from .settings import settings_from_dict
 
 TOTAL_STEPS = 20
@@ -66,7 +69,7 @@ def ceiling_case() -> Case:
     return Case("ceiling (attn1 free)", free_self_attention, role="ceiling")
 
 
-# ---- SAG: one CFG step (cond + uncond rows, eps model) with and without the guidance ----------
+# ---- guidance: one CFG step (cond + uncond rows, eps model) with and without it ----------------
 CFG_SCALE = 7.0
 
 
@@ -75,88 +78,111 @@ def sd15_alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1 - betas, 0)
 
 
-def cfg_step(unet, x, t, ctx, sag):
-    """Rows [cond, uncond] of one image; SAG arms the uncond row and adds one batch-1 call."""
-    if sag is not None:
-        sag.arm(slice(-1, None))
+@dataclass
+class GuidedRun:
+    """One timed run of a guided CFG step: its patch, and the bytes of the maps it recorded."""
+
+    patch: SlothPatch
+    map_bytes: int = 0
+
+
+def cfg_step(unet, x, t, ctx, run: "GuidedRun | None"):
+    """Rows [cond, uncond] of one image; every guidance of the run's patch (None = none) records on
+    the uncond row and adds its term, each with its extra batch-1 call."""
+    guidances = run.patch.guidances if run is not None else []
+    for g in guidances:
+        if g.records:
+            g.arm(slice(-1, None))
     out = unet(x, t, ctx)
     cond, uncond = out[:1], out[1:]
     cfg = uncond + CFG_SCALE * (cond - uncond)
-    if sag is not None:
-        sag.map_bytes = sag.recorded.nbytes if sag.recorded is not None else 0
+    if guidances:
+        run.map_bytes = sum(getattr(getattr(g, "recorded", None), "nbytes", 0) for g in guidances)
         space = NoiseSpace.from_alphas_cumprod(sd15_alphas_cumprod(), t[1:], like=x[1:])
-        sag.guide(cfg, x[1:], uncond, lambda xd: unet(xd, t[1:], ctx[1:]), space=space, prediction="eps")
+
+        def call_model(which, xd):
+            rows = slice(1, None) if which == "uncond" else slice(0, 1)
+            return unet(xd, t[rows], ctx[rows])
+
+        step = GuidedStep(x[1:], uncond, cond, call_model, space, "eps")
+        for g in guidances:
+            cfg = g.guide(cfg, step)
+    return cfg
+
+
+def guided_case(name: str, data: dict) -> Case:
+    settings = settings_from_dict(data)
+
+    @contextlib.contextmanager
+    def enter(unet):
+        patch = SlothPatch(unet, settings, seed=1)
+        with patch:
+            patch.set_step(0, TOTAL_STEPS)
+            yield GuidedRun(patch)
+
+    return Case(name, enter, cfg_step)
 
 
 def sag_cases() -> List[Case]:
-    settings = settings_from_dict({"sag.enabled": True})
-
-    @contextlib.contextmanager
-    def with_sag(unet):
-        patch = SlothPatch(unet, settings, seed=1)
-        sag = SagPass(settings.sag, patch)
-        with patch:
-            patch.set_step(0, TOTAL_STEPS)
-            yield sag
-
-    return [Case("cfg step", lambda unet: contextlib.nullcontext(), cfg_step, role="baseline"),
-            Case("cfg step + SAG", with_sag, cfg_step),
+    """A plain CFG step, each guidance method's rows, the plain step again (the run's noise)."""
+    guided = [guided_case(c.name, dict(c.settings)) for m in methods.all_methods() if m.guidance is not None
+              for c in methods.bench_cases(m)]
+    return [Case("cfg step", lambda unet: contextlib.nullcontext(), cfg_step, role="baseline"), *guided,
             Case("cfg step (repeat)", lambda unet: contextlib.nullcontext(), cfg_step, role="repeat")]
 
 
 # ---- PAG and SEG: a CFG step with the perturbed pass batched or separate; SAG outside its window ----
-def perturbed_step(batched: bool):
-    """A CFG step (rows [cond, uncond] of one image) plus a perturbed-attention guidance: its perturbed
-    cond row appended to the same UNet call (batched: one batch-3 call), or one more batch-1 call."""
+def batched_cfg_step(unet, x, t, ctx, run: GuidedRun):
+    """cfg_step with the batching guidances' perturbed rows in the CFG call itself: rows [cond, uncond]
+    of one image plus one copy of the cond row per batching guidance (PAG, SEG), each perturbed by its
+    own guidance; the other guidances as in cfg_step."""
+    guidances = run.patch.guidances
+    batching = [g for g in guidances if g.batches and g.batched_now()]
+    k = len(batching)
+    with contextlib.ExitStack() as stack:
+        for i, g in enumerate(batching):
+            stack.enter_context(g.perturbing([2 + i]))
+        out = unet(torch.cat([x, *[x[:1]] * k]), torch.cat([t, *[t[:1]] * k]), torch.cat([ctx, *[ctx[:1]] * k]))
+    cond, uncond = out[:1], out[1:2]
+    cfg = uncond + CFG_SCALE * (cond - uncond)
+    space = NoiseSpace.from_alphas_cumprod(sd15_alphas_cumprod(), t[:1], like=x[:1])
 
-    def step(unet, x, t, ctx, guidance):
-        space = NoiseSpace.from_alphas_cumprod(sd15_alphas_cumprod(), t[:1], like=x[:1])
-        if batched:
-            with guidance.perturbing([2]):
-                out = unet(torch.cat([x, x[:1]]), torch.cat([t, t[:1]]), torch.cat([ctx, ctx[:1]]))
-            cond, uncond, perturbed = out[:1], out[1:2], out[2:]
-            cfg = uncond + CFG_SCALE * (cond - uncond)
-            guidance.guide(cfg, x[:1], cond, perturbed, space=space, prediction="eps")
-            return
-        out = unet(x, t, ctx)
-        cond, uncond = out[:1], out[1:]
-        cfg = uncond + CFG_SCALE * (cond - uncond)
-        guidance.guide_separately(cfg, x[:1], cond, lambda xi: unet(xi, t[:1], ctx[:1]), space=space,
-                                  prediction="eps")
+    def call_model(which, xd):
+        rows = slice(1, 2) if which == "uncond" else slice(0, 1)
+        return unet(xd, t[rows], ctx[rows])
 
-    return step
+    step = GuidedStep(x[:1], uncond, cond, call_model, space, "eps", {g: out[2 + i:3 + i] for i, g in enumerate(batching)})
+    for g in guidances:
+        cfg = g.guide(cfg, step)
+    return cfg
 
 
 def guidance_cases() -> List[Case]:
-    """The CFG step alone, with PAG and SEG (defaults: middle block, scale 3; SEG infinite blur) batched
-    and separate, with SAG, and with SAG at a step outside its 0-0.5 window (no extra call), then the
-    CFG step again."""
-    from .pag import PagPass, PagSettings
-    from .sag import SagSettings
-    from .seg import SegPass, SegSettings
-    from .settings import SlothSettings
+    """The CFG step alone; with PAG and with SEG (their defaults: the middle block, scale 3; SEG's infinite
+    blur), batched into the CFG call and as a separate call; with SAG; with SAG at a step outside its
+    0-0.5 window (no extra call); then the CFG step again."""
 
-    def with_guidance(cls, block, step: int = 0):
+    def guided(data: dict, step: int = 0):
+        settings = settings_from_dict(data)
+
         @contextlib.contextmanager
         def enter(unet):
-            patch = SlothPatch(unet, SlothSettings(), seed=1)
-            guidance = cls(block, patch)
+            patch = SlothPatch(unet, settings, seed=1)
             with patch:
                 patch.set_step(step, TOTAL_STEPS)
-                yield guidance
+                yield GuidedRun(patch)
 
         return enter
 
     plain = lambda unet: contextlib.nullcontext()  # noqa: E731
-    pag, seg = PagSettings(enabled=True), SegSettings(enabled=True)
-    sag, window = SagSettings(enabled=True), SagSettings(enabled=True, end=0.5)
+    pag, seg, sag = {"pag.enabled": True}, {"seg.enabled": True}, {"sag.enabled": True}
     return [Case("cfg step", plain, cfg_step, role="baseline"),
-            Case("cfg step + PAG (batched)", with_guidance(PagPass, pag), perturbed_step(True)),
-            Case("cfg step + PAG (separate)", with_guidance(PagPass, pag), perturbed_step(False)),
-            Case("cfg step + SEG (batched)", with_guidance(SegPass, seg), perturbed_step(True)),
-            Case("cfg step + SEG (separate)", with_guidance(SegPass, seg), perturbed_step(False)),
-            Case("cfg step + SAG", with_guidance(SagPass, sag), cfg_step),
-            Case("cfg step + SAG, step outside its 0-0.5 window", with_guidance(SagPass, window, TOTAL_STEPS - 5),
+            Case("cfg step + PAG (batched)", guided(pag), batched_cfg_step),
+            Case("cfg step + PAG (separate)", guided(pag), cfg_step),
+            Case("cfg step + SEG (batched)", guided(seg), batched_cfg_step),
+            Case("cfg step + SEG (separate)", guided(seg), cfg_step),
+            Case("cfg step + SAG", guided(sag), cfg_step),
+            Case("cfg step + SAG, step outside its 0-0.5 window", guided({**sag, "sag.end": 0.5}, TOTAL_STEPS - 5),
                  cfg_step),
             Case("cfg step (repeat)", plain, cfg_step, role="repeat")]
 
@@ -173,12 +199,10 @@ def maps_cases() -> List[List[Case]]:
 
         @contextlib.contextmanager
         def enter(unet):
-            patch = SlothPatch(unet, settings, seed=1)
-            patch.recorder = MapRecorder(settings, 1) if record else None
-            sag = SagPass(settings.sag, patch) if settings.sag.enabled else None
+            patch = SlothPatch(unet, settings, seed=1, recorder=MapRecorder(settings, 1) if record else None)
             with patch:
                 patch.set_step(_peak_step(0.4), TOTAL_STEPS)
-                yield sag
+                yield GuidedRun(patch)
 
         return enter
 
@@ -190,17 +214,17 @@ def maps_cases() -> List[List[Case]]:
              Case("maps on: cfg step + slothful + SAG", patched(sag, True), cfg_step)]]
 
 
-def _peak_step(peak_time: float) -> int:
-    return round(peak_time * (TOTAL_STEPS - 1))
+def _peak_step(progress: float) -> int:
+    return round(progress * (TOTAL_STEPS - 1))
 
 
-def sloth_case(name: str, data: dict, step: int | None = None) -> Case:
+def sloth_case(name: str, data: dict, progress: float = 0.4) -> Case:
     settings = settings_from_dict(data)
 
     @contextlib.contextmanager
     def enter(unet):
         with SlothPatch(unet, settings, seed=1) as patch:
-            patch.set_step(case_step(step), TOTAL_STEPS)
+            patch.set_step(_peak_step(progress), TOTAL_STEPS)
             yield
 
     return Case(name, enter)
@@ -230,24 +254,20 @@ class _Holder(torch.nn.Module):
         self.model.diffusion_model = unet
 
 
-# (case name, settings, step or None = the peak step): the Sloth rows of the table, and of --profile
-SLOTH_CASES = [
-    ("slothful", {"slothful.enabled": True}, None),
-    ("nearsighted tile", {"tile.enabled": True}, None),
-    ("nearsighted attention", {"nearsighted.enabled": True}, None),
-    ("agentsd early", {"agentsd.enabled": True}, 0),
-    ("agentsd late", {"agentsd.enabled": True}, TOTAL_STEPS - 1),
-]
+def sloth_cases() -> List[methods.BenchCase]:
+    """Every per-layer method's bench rows, in the table's order: the Sloth rows of the table and of --profile."""
+    return [c for m in methods.all_methods() if m.plan is not None for c in methods.bench_cases(m)]
 
 
-def case_step(step: int | None) -> int:
-    return _peak_step(0.4) if step is None else step
+def case_step(progress: float) -> int:
+    """The step a bench row is timed at."""
+    return _peak_step(progress)
 
 
 def default_cases() -> List[Case]:
     """Baseline, ceiling, every Sloth case, tomesd at AgentSD's two ratios, the baseline again."""
     cases = [unpatched_case(), ceiling_case()]
-    cases += [sloth_case(name, data, step) for name, data, step in SLOTH_CASES]
+    cases += [sloth_case(c.name, dict(c.settings), c.progress) for c in sloth_cases()]
     cases += [tomesd_case(0.4), tomesd_case(0.5)]
     cases.append(unpatched_case("unpatched (repeat)", role="repeat"))
     return cases

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from .fields import setting
-from .perturbed import PerturbedPass, PerturbedSettings
+from .guidance import BuiltinTwin
+from .perturbed import PerturbedGuidance, PerturbedSettings
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,15 @@ def identity_attention(layer, v_in: torch.Tensor) -> torch.Tensor:
     return layer.to_v(v_in)
 
 
-class PagPass(PerturbedPass):
-    """PAG for one sampling pass (lib_sloth.perturbed.PerturbedPass): the chosen layers return their values."""
+class PagPass(PerturbedGuidance):
+    """PAG for one sampling pass (lib_sloth.perturbed.PerturbedGuidance): the chosen layers return their values."""
 
     name = "PAG"
+    method = "pag"
+    # Forge main / reForge extensions-builtin/sd_forge_perturbed_attention: "pagi_*" since Forge PR #2614,
+    # "PerturbedAttentionGuidance_*" before (Forge 6c2afbbb); both perturb the middle block
+    builtin_twins = (BuiltinTwin("pagi_enabled", "Forge's built-in PerturbedAttentionGuidance"),
+                     BuiltinTwin("PerturbedAttentionGuidance_enabled", "Forge's built-in PerturbedAttentionGuidance"))
 
     def perturbed_attention(self, layer, x, k_in, v_in, grid, upcast):
         return identity_attention(layer, v_in)

@@ -20,9 +20,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .attention import attend, kv_inputs
+from .attention import attend
 from .fields import Validated, setting
+from .guidance import Guidance, GuidedStep
+from .layer_call import Plan
 from .layers import block_of
+from .maps import Overlay
 from .prediction import in_x0
 from .schedule import in_window
 
@@ -147,176 +150,202 @@ def perturbed_guidance(cfg: torch.Tensor, cond: torch.Tensor, perturbed: torch.T
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-pass state
+# Plans
 # ---------------------------------------------------------------------------------------------
-class PerturbedPass:
-    """One perturbed-attention guidance (PAG, SEG) for one sampling pass.
+@dataclass(frozen=True, eq=False)
+class PerturbedPlan(Plan):
+    """One self-attention call in which some rows are perturbed.
 
-    A front end, per guided step (`guides_now`):
-
-        with guidance.perturbing(rows):          # the rows of the coming UNet call that are perturbed:
-            out = model(x_in, sigma_in, cond_in)  #   appended cond rows (batched) or every row (separate)
-        cfg = guidance.guide(cfg, x, cond, perturbed, space=..., prediction=...)
-
-    or, where it cannot batch, `guide_separately(cfg, x, cond, call_model, ...)`, which makes the
-    one extra model call itself (cond conditioning, every row perturbed). While rows are set, the
-    chosen layers (`LayerChoice`) run `perturbed_attention` on exactly those rows and their normal
-    computation (the planners' plan under Slothful / Near-sighted / AgentSD, else full attention)
-    on the others; every other layer runs as usual for every row. Subclasses give the name and
-    `perturbed_attention`.
+    parts: (rows, guidance) pairs, disjoint rows; each guidance's `perturbed_attention` runs on its
+    rows. The other rows run `normal` (the planners' plan for them: Slothful, Near-sighted, AgentSD)
+    or, without one, full attention. grid: the layer's (h, w) token grid, None when unknown.
     """
 
-    name = "perturbed"
+    parts: Tuple[Tuple[Tuple[int, ...], "PerturbedGuidance"], ...]
+    normal: Optional[Plan]
+    grid: Optional[Tuple[int, int]]
+
+    def run(self, layer, x, k_in, v_in, upcast):
+        grid, normal_plan = self.grid, self.normal
+
+        def perturbed_by(g):
+            def perturbed(idx):
+                return layer.to_out(g.perturbed_attention(layer, x[idx], k_in[idx], v_in[idx], grid, upcast))
+            return perturbed
+
+        def normal(idx):
+            if normal_plan is not None:
+                return normal_plan.run(layer, x[idx], k_in[idx], v_in[idx], upcast)
+            q = layer.to_q(x[idx])
+            return layer.to_out(attend(q, layer.to_k(k_in[idx]), layer.to_v(v_in[idx]), layer.heads, upcast))
+
+        return rows_routed(x.shape[0], [(rows, perturbed_by(g)) for rows, g in self.parts], normal)
+
+    def keys_per_query(self, h: int, w: int) -> float:
+        """What the images' own rows attend to (the perturbed rows are the guidance's business)."""
+        return self.normal.keys_per_query(h, w) if self.normal is not None else float(h * w)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-pass state
+# ---------------------------------------------------------------------------------------------
+class PerturbedGuidance(Guidance):
+    """One perturbed-attention guidance (PAG, SEG) for one sampling pass (lib_sloth.guidance).
+
+    Its extra UNet call runs the cond rows with the chosen layers (`LayerChoice`) perturbed:
+    `perturb_plan` during its own extra call (`extra_call`), or, batched (`batches`), the rows the
+    front end appended to the normal call inside `perturbing(rows)`, through `record_plan`. Layers it
+    does not choose run as usual, under the other methods' plans. `guide` adds
+    scale * (cond - perturbed) in x0 at the guided steps of its window, with the batched prediction
+    from GuidedStep.batched or one extra call. Subclasses give `perturbed_attention`.
+    """
+
+    name = "perturbed attention"  # in notes; subclasses: "PAG", "SEG"
+    method = ""  # its method-table name (the maps key its overlays by it); subclasses: "pag", "seg"
+    extra_rows = "cond"
+    batches = True
     needs_grid = False  # SEG blurs over the token grid: calls whose grid is unknown stay unperturbed
 
-    def __init__(self, settings: PerturbedSettings, patch=None):
-        self.settings = settings
-        self.patch = patch
-        self.extra_calls = 0  # separate extra model calls made, for info and tests
-        self.batched_calls = 0  # model calls that carried perturbed rows next to cond/uncond
-        self.notes: List[str] = []
-        self._rows = None
+    def __init__(self, settings: PerturbedSettings, host=None):
+        super().__init__(settings, host)
+        self.batched_calls = 0  # normal UNet calls that carried its perturbed rows, for info and tests
+        self._rows = None  # the rows of the normal call(s) it perturbs now; None = none
         self._choice: Optional[LayerChoice] = None
-        self._choice_of = None  # the UNet the choice was made for (the refiner switch retargets the patch)
-        if patch is not None and self.active:
-            patch.interceptors.append(self.intercept)
-
-    @property
-    def active(self) -> bool:
-        return self.settings.active
+        self._choice_of = None  # the UNet the choice was made for (the refiner switch retargets the host)
 
     def guides_now(self) -> bool:
-        """Active and inside the step window at the patch's step (no patch: whenever active)."""
-        if self.patch is None:
+        """Active and inside the step window at the host's step (no host: whenever active)."""
+        if self.host is None:
             return self.active
-        return self.settings.guides(self.patch.step, self.patch.total)
+        return self.settings.guides(self.host.step, self.host.total)
 
-    def note(self, message: str) -> None:
-        target = self.patch.notes if self.patch is not None else self.notes
-        if message not in target:
-            target.append(message)
+    def batched_now(self) -> bool:
+        return self.guides_now()
 
-    def close(self) -> None:
+    def disarm(self) -> None:
         self._rows = None
-        if self.patch is not None and self.intercept in self.patch.interceptors:
-            self.patch.interceptors.remove(self.intercept)
 
-    # ---- the perturbed rows -----------------------------------------------------------------
-    def perturbing(self, rows):
-        """Context: the chosen layers perturb `rows` (slice or indices, per model call) until it exits."""
-        return _Perturbing(self, rows)
+    def stand_down_for(self, twin) -> str:
+        """A WebUI's built-in twin perturbs the middle block in its own extra call: leave it the middle
+        block (the other chosen levels, if any, stay guided by this one)."""
+        short = self.name
+        if not self.settings.middle:
+            return f"{twin.name} is enabled too: it perturbs the middle block, Sloth's {short} other levels"
+        self.settings = dataclasses.replace(self.settings, middle=False)
+        self._choice = None
+        if self.settings.active:
+            return (f"{twin.name} is enabled too: Sloth's {short} leaves the middle block to it and perturbs "
+                    "only its other levels")
+        return f"{twin.name} is enabled too: it perturbs the middle block, so Sloth's {short} is off for this pass"
 
+    # ---- which layers, which rows ---------------------------------------------------------------
     def layers(self) -> LayerChoice:
-        unet = getattr(self.patch, "unet", None)
+        unet = getattr(self.host, "unet", None)
         if self._choice is None or self._choice_of is not unet:
             self._choice, self._choice_of = LayerChoice(unet, self.settings), unet
         return self._choice
 
-    def intercept(self, module, info, x: torch.Tensor, call):
-        """SlothPatch interceptor: take over a chosen layer while rows are perturbed; None elsewhere.
+    def perturbing(self, rows):
+        """Context: the chosen layers perturb `rows` (slice or indices, per model call) of the normal
+        call(s) run inside it."""
+        return _Perturbing(self, rows)
 
-        The first perturbed-attention guidance on the patch that takes a call also runs every other
-        one's rows of that call (PAG and SEG batched into one call, each on its own rows): the patch
-        hands a layer call to one interceptor only.
-        """
-        batch = x.shape[0]
-        grid = (call.grid.h, call.grid.w) if call.grid is not None else None
+    def perturb_plan(self, module, info, x: torch.Tensor, call) -> Optional[Plan]:
+        """During its own extra call: every row of a chosen layer perturbed (the planners plan the rest)."""
+        rows = self._rows_here(module, info, x.shape[0], _grid_of(call), slice(None))
+        return PerturbedPlan(((tuple(rows), self),), None, _grid_of(call)) if rows else None
+
+    def record_plan(self, module, info, x: torch.Tensor, call) -> Optional[Plan]:
+        """During the normal call: the perturbed rows of a chosen layer, of this guidance and of every
+        other perturbed-attention guidance batched into the same call (one plan runs a layer call);
+        the other rows run the planners' plan."""
+        batch, grid = x.shape[0], _grid_of(call)
         parts = []
         for g in self._peers():
-            rows = g._rows_here(module, info, batch, grid)
+            rows = g._rows_here(module, info, batch, grid, g._rows)
             if rows:
-                parts.append((rows, g))
+                parts.append((tuple(rows), g))
         if not parts or parts[0][1] is not self:
             return None
         claimed = {r for rows, _ in parts for r in rows}
         others = [i for i in range(batch) if i not in claimed]
-        planned = None
+        normal = None
         if others and grid is not None:
-            planned = self.patch.planned(dataclasses.replace(call, batch=len(others), block_input=(
+            normal = self.host.planned(dataclasses.replace(call, batch=len(others), block_input=(
                 call.block_input[others] if call.block_input is not None else None)))
-        upcast = call.upcast
+        return PerturbedPlan(tuple(parts), normal, grid)
 
-        def run(view, x_call: torch.Tensor) -> torch.Tensor:
-            k_in, v_in = kv_inputs(view, x_call)
-
-            def perturbed_by(g):
-                def perturbed(idx):
-                    return view.to_out(g.perturbed_attention(view, x_call[idx], k_in[idx], v_in[idx], grid, upcast))
-                return perturbed
-
-            def normal(idx):
-                if planned is not None:
-                    out = planned(view, x_call[idx])
-                    return out if getattr(planned, "projects_out", False) else view.to_out(out)
-                xi = x_call[idx]
-                return view.to_out(attend(view.to_q(xi), view.to_k(k_in[idx]), view.to_v(v_in[idx]), view.heads,
-                                          upcast))
-
-            return rows_routed(x_call.shape[0], [(rows, perturbed_by(g)) for rows, g in parts], normal)
-
-        run.projects_out = True
-        return run
-
-    def _peers(self) -> List["PerturbedPass"]:
-        """Every perturbed-attention guidance on this patch, in interceptor order (self among them)."""
-        if self.patch is None:
+    def _peers(self) -> List["PerturbedGuidance"]:
+        """The host's perturbed-attention guidances, in its order (self among them)."""
+        if self.host is None:
             return [self]
-        found = [getattr(i, "__self__", None) for i in self.patch.interceptors]
-        return [g for g in found if isinstance(g, PerturbedPass)]
+        return [g for g in self.host.guidances if isinstance(g, PerturbedGuidance)]
 
-    def _rows_here(self, module, info, batch: int, grid) -> List[int]:
-        """The rows this guidance perturbs in this layer call ([] = none)."""
-        if self._rows is None or module not in self.layers():
+    def _rows_here(self, module, info, batch: int, grid, rows) -> List[int]:
+        """Which of a call's `batch` rows this guidance perturbs in this layer ([] = none)."""
+        if rows is None or module not in self.layers():
             return []
-        rows = _resolve(self._rows, batch)
-        if rows and grid is None and self.needs_grid:
+        found = _resolve(rows, batch)
+        if found and grid is None and self.needs_grid:
             self.note(f"{self.name}: {info.name} has no known token grid this call (merged by another "
                       "extension?); it ran unperturbed")
             return []
-        return rows
+        return found
 
     def perturbed_attention(self, layer, x: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor,
                             grid: Optional[Tuple[int, int]], upcast: bool) -> torch.Tensor:
         """The perturbed layer's attention output before to_out [B, N, heads*d]. Subclasses."""
         raise NotImplementedError
 
-    # ---- guidance ---------------------------------------------------------------------------
-    def guide(self, cfg: torch.Tensor, x: torch.Tensor, cond: torch.Tensor, perturbed: torch.Tensor, *,
-              space=None, prediction: str = "x0") -> torch.Tensor:
-        """cfg + scale * (cond - perturbed), computed in x0 (eps / v converted through `space`), or cfg
-        itself outside the window. All [B, C, H, W] predictions of kind `prediction` for input x."""
+    # ---- guidance -------------------------------------------------------------------------------
+    def guide(self, cfg: torch.Tensor, step: GuidedStep) -> torch.Tensor:
+        """cfg + scale * (cond - perturbed) in x0 (eps / v converted through step.space) at a guided
+        step; cfg itself, with no extra call, outside the window or without a cond prediction."""
         if not self.guides_now():
             return cfg
+        if step.cond is None:
+            self.note(f"{self.name}: a step had no cond prediction at hand; it ran without {self.name}")
+            return cfg
+        perturbed = step.batched.get(self)
+        if perturbed is None:
+            perturbed = self.extra_call(step, step.x)
+        return self.guide_with(cfg, step.x, step.cond, perturbed, space=step.space, prediction=step.prediction)
+
+    def guide_with(self, cfg: torch.Tensor, x: torch.Tensor, cond: torch.Tensor, perturbed: torch.Tensor, *,
+                   space=None, prediction: str = "x0") -> torch.Tensor:
+        """The guidance term for given predictions (all [B, C, H, W] of kind `prediction` for input x)."""
         scale = self.settings.scale
-        recorder = getattr(self.patch, "recorder", None)
+        recorder = getattr(self.host, "recorder", None)
 
         def guide_x0(cfg_x0, cond_x0, perturbed_x0):
             guided = perturbed_guidance(cfg_x0, cond_x0, perturbed_x0, scale)
             if recorder is not None:  # "Show Sloth maps": where this step's guidance moved the prediction
-                recorder.guidance(self.name, self.patch.step, self.patch.total, guided - cfg_x0)
+                recorder.overlay(self.method, self.host.step, self.host.total,
+                                 moved_overlay(guided - cfg_x0, self.settings))
             return guided
 
         return in_x0(prediction, x, space, guide_x0, cfg, cond, perturbed)
 
-    def guide_separately(self, cfg: torch.Tensor, x: torch.Tensor, cond: torch.Tensor,
-                         call_model: Callable[[torch.Tensor], torch.Tensor], *, space=None,
-                         prediction: str = "x0") -> torch.Tensor:
-        """guide() with the perturbed prediction from one more model call: call_model(x) runs the cond
-        conditioning on x's rows and returns `prediction`. Outside the window: cfg, no call."""
-        if not self.guides_now():
-            return cfg
-        perturbed = self.run_perturbed(lambda: call_model(x))
-        return self.guide(cfg, x, cond, perturbed, space=space, prediction=prediction)
 
-    def run_perturbed(self, call: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """call() -- one more model call of the front end's -- with every row perturbed; counted."""
-        with self.perturbing(slice(None)):
-            self.extra_calls += 1
-            return call()
+def moved_overlay(moved_x0: torch.Tensor, settings: PerturbedSettings) -> Overlay:
+    """What "Show Sloth maps" draws of one guided step: |guided - cfg| of the first image in x0, averaged
+    over the latent channels (heat, its range printed on the panel), and the cells above its mean."""
+    with torch.no_grad():
+        moved = moved_x0[0].detach().float().abs().mean(dim=0).cpu()
+    layers = ", ".join(n for n, on in (("input x" + str(settings.input_levels), settings.input_levels > 0),
+                                        ("middle", settings.middle),
+                                        ("output x" + str(settings.output_levels), settings.output_levels > 0)) if on)
+    return Overlay(moved, moved > moved.mean(), f"scale {settings.scale:g}, layers: {layers}",
+                   "where the guidance moved the prediction, |guided - cfg| in x0 (heat), cells above its mean (cyan)",
+                   "above the mean")
+
+
+def _grid_of(call) -> Optional[Tuple[int, int]]:
+    return (call.grid.h, call.grid.w) if call.grid is not None else None
 
 
 class _Perturbing:
-    def __init__(self, guidance: PerturbedPass, rows):
+    def __init__(self, guidance: PerturbedGuidance, rows):
         self.guidance, self.rows = guidance, rows
 
     def __enter__(self):

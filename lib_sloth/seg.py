@@ -23,7 +23,7 @@ from einops import rearrange
 from .attention import attend
 from .blur import gaussian_taps, separable_blur
 from .fields import setting
-from .perturbed import PerturbedPass, PerturbedSettings
+from .perturbed import PerturbedGuidance, PerturbedSettings
 
 SIGMA_INF = 100.0  # blur_sigma at (or above) this is infinite: every query becomes the mean query
 
@@ -80,10 +80,11 @@ def smoothed_attention(layer, x: torch.Tensor, k_in: torch.Tensor, v_in: torch.T
     return attend(q, layer.to_k(k_in), layer.to_v(v_in), layer.heads, upcast)
 
 
-class SegPass(PerturbedPass):
-    """SEG for one sampling pass (lib_sloth.perturbed.PerturbedPass): the chosen layers blur their queries."""
+class SegPass(PerturbedGuidance):
+    """SEG for one sampling pass (lib_sloth.perturbed.PerturbedGuidance): the chosen layers blur their queries."""
 
     name = "SEG"
+    method = "seg"
     needs_grid = True
 
     def perturbed_attention(self, layer, x, k_in, v_in, grid, upcast):

@@ -4,6 +4,7 @@ the combination with SEG, SAG and the rewrites. (ComfyUI parity: tests/forge_mai
 import pytest
 import torch
 
+from lib_sloth.guidance import GuidedStep
 from lib_sloth.pag import PagPass, PagSettings
 from lib_sloth.patch import SlothPatch
 from lib_sloth.prediction import NoiseSpace
@@ -39,18 +40,23 @@ def plain_step(unet, x, t, c, u, rows=2):
 
 
 def guided_step(unet, guidance, x, t, c, u, batched):
+    """One CFG step driven the way the adapters drive a guidance: batched (its perturbed cond rows
+    appended to the CFG call, their prediction handed over in GuidedStep.batched) or separate."""
     b = x.shape[0]
-    if batched and guidance.guides_now():
+
+    def call_model(which, xi):
+        return unet(xi, t, c if which == "cond" else u)
+
+    if batched and guidance.batched_now():
         with guidance.perturbing(list(range(2 * b, 3 * b))):
             cfg, cond, out = plain_step(unet, x, t, c, u, rows=3)
-        return guidance.guide(cfg, x, cond, out[2 * b:])
-    cfg, cond, _ = plain_step(unet, x, t, c, u)
-    return guidance.guide_separately(cfg, x, cond, lambda xi: unet(xi, t, c))
+        return guidance.guide(cfg, GuidedStep(x, out[b:2 * b], cond, call_model, batched={guidance: out[2 * b:]}))
+    cfg, cond, out = plain_step(unet, x, t, c, u)
+    return guidance.guide(cfg, GuidedStep(x, out[b:2 * b], cond, call_model))
 
 
 def run_step(unet, settings, x, t, c, u, batched=False, step=(0, 1), kv_source=None, sloth=None, cls=PagPass):
-    patch = SlothPatch(unet, sloth or SlothSettings(), seed=1)
-    patch.kv_source = kv_source
+    patch = SlothPatch(unet, sloth or SlothSettings(), seed=1, kv_source=kv_source)
     guidance = cls(settings, patch)
     with torch.no_grad(), patch:
         patch.set_step(*step)
@@ -68,10 +74,9 @@ def test_perturbed_layer_returns_to_out_of_to_v(sd15, hypernetwork):
     seen = []
     hook = layer.register_forward_hook(lambda m, args, out: seen.append((args[0].clone(), out.clone())))
     try:
-        patch = SlothPatch(sd15, SlothSettings(), seed=1)
-        patch.kv_source = source
+        patch = SlothPatch(sd15, SlothSettings(), seed=1, kv_source=source)
         pag = PagPass(PAG, patch)
-        with torch.no_grad(), patch, pag.perturbing(slice(None)):
+        with torch.no_grad(), patch, patch.extra_pass(pag):
             sd15(x, t, c)
     finally:
         hook.remove()
@@ -158,12 +163,12 @@ def test_eps_and_v_models_get_the_guidance_of_the_x0_model(kind):
     x = torch.randn(2, 4, 6, 6, generator=g)
     space = NoiseSpace.from_alphas_cumprod(sd_alphas_cumprod(), torch.tensor([300, 700]), like=x)
     pag = PagPass(PAG)
-    want = pag.guide(*x0s[:1], x, *x0s[1:])
-    got = pag.guide(*(space.from_x0(kind, x, p) for p in x0s[:1]), x, *(space.from_x0(kind, x, p) for p in x0s[1:]),
-                    space=space, prediction=kind)
+    want = pag.guide_with(*x0s[:1], x, *x0s[1:])
+    got = pag.guide_with(*(space.from_x0(kind, x, p) for p in x0s[:1]), x,
+                         *(space.from_x0(kind, x, p) for p in x0s[1:]), space=space, prediction=kind)
     assert torch.allclose(space.to_x0(kind, x, got), want, atol=1e-4)
     with pytest.raises(ValueError, match="NoiseSpace"):
-        pag.guide(x0s[0], x, x0s[1], x0s[2], prediction=kind)
+        pag.guide_with(x0s[0], x, x0s[1], x0s[2], prediction=kind)
 
 
 # ---- combinations --------------------------------------------------------------------------------
@@ -173,16 +178,16 @@ def test_pag_and_seg_add_their_terms_each_against_its_own_perturbed_prediction(s
     patch = SlothPatch(sd15, SlothSettings(), seed=1)
     pag, seg = PagPass(PAG, patch), SegPass(seg_settings, patch)
     with torch.no_grad(), patch:
-        cfg, cond, _ = plain_step(sd15, x, t, c, u)
-        both = seg.guide_separately(pag.guide_separately(cfg, x, cond, lambda xi: sd15(xi, t, c)), x, cond,
-                                    lambda xi: sd15(xi, t, c))
-        with pag.perturbing(slice(None)):
+        cfg, cond, out = plain_step(sd15, x, t, c, u)
+        step = GuidedStep(x, out[1:], cond, lambda which, xi: sd15(xi, t, c if which == "cond" else u))
+        both = seg.guide(pag.guide(cfg, step), step)
+        with patch.extra_pass(pag):
             pag_pred = sd15(x, t, c)
-        with seg.perturbing(slice(None)):
+        with patch.extra_pass(seg):
             seg_pred = sd15(x, t, c)
     want = cfg + PAG.scale * (cond - pag_pred) + seg_settings.scale * (cond - seg_pred)
     assert torch.allclose(both, want, atol=1e-5)
-    assert pag.extra_calls == 1 and seg.extra_calls == 1
+    assert pag.extra_calls == 1 and seg.extra_calls == 1 and patch.extra_calls == {"pag": 2, "seg": 2}
 
 
 def test_perturbed_pass_runs_under_slothful_and_only_the_chosen_layer_is_replaced(sd15):
@@ -207,13 +212,13 @@ def test_the_patch_is_undone_after_an_exception_in_the_perturbed_pass(sd15):
     patch = SlothPatch(sd15, SlothSettings(), seed=1)
     pag = PagPass(PAG, patch)
 
-    def fail(xi):
+    def fail(which, xi):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"), torch.no_grad(), patch:
-        cfg, cond, _ = plain_step(sd15, x, t, c, u)
-        pag.guide_separately(cfg, x, cond, fail)
-    assert CrossAttention.forward is before and pag._rows is None
+        cfg, cond, out = plain_step(sd15, x, t, c, u)
+        pag.guide(cfg, GuidedStep(x, out[1:], cond, fail))
+    assert CrossAttention.forward is before and pag._rows is None and not patch.in_extra_pass
 
 
 # ---- Show Sloth maps -----------------------------------------------------------------------------
@@ -227,22 +232,21 @@ def test_maps_keep_where_the_guidance_moved_the_prediction_at_first_middle_and_l
     recorder = MapRecorder(SlothSettings(), 1)
     moved = {}
     for step in range(5):
-        patch = SlothPatch(sd15, SlothSettings(), seed=1)
-        patch.recorder = recorder
+        patch = SlothPatch(sd15, SlothSettings(), seed=1, recorder=recorder)
         pag = PagPass(PAG, patch)
         with torch.no_grad(), patch:
             patch.set_step(step, 5)
-            cfg, cond, _ = plain_step(sd15, x, t, c, u)
-            guided = pag.guide_separately(cfg, x, cond, lambda xi: sd15(xi, t, c))
+            cfg, _, _ = plain_step(sd15, x, t, c, u)
+            guided = guided_step(sd15, pag, x, t, c, u, batched=False)
         moved[step] = (guided - cfg)[0].abs().mean(dim=0)
-    records = recorder.guidance_records("PAG")
+    records = recorder.overlay_records("pag")
     assert [r.step for r in records] == [0, 2, 4]
     for r in records:
-        assert torch.allclose(r.moved, moved[r.step], atol=1e-6) and r.moved.shape == x.shape[-2:]
+        assert torch.allclose(r.overlay.heat, moved[r.step], atol=1e-6) and r.overlay.heat.shape == x.shape[-2:]
+        assert torch.equal(r.overlay.mask, r.overlay.heat > r.overlay.heat.mean())
     maps = draw_maps.render(recorder, Image.new("RGB", (24 * 8, 16 * 8)), "first pass")
     strip, = [m for m in maps if m.caption.startswith("Sloth PAG map")]
-    assert strip.image.width == 3 * 24 * 8 + 2 * draw_maps.GAP
-    assert recorder.nbytes == 3 * 16 * 24 * 4
+    assert strip.image.width == 3 * 24 * 8 + 2 * draw_maps.GAP and "scale 3, layers: middle" in strip.caption
 
 
 def test_pag_and_seg_batched_into_one_call_each_perturb_their_own_rows(sd15):
@@ -253,9 +257,9 @@ def test_pag_and_seg_batched_into_one_call_each_perturb_their_own_rows(sd15):
     with torch.no_grad(), patch:
         with pag.perturbing([2]), seg.perturbing([3]):
             out = sd15(torch.cat([x] * 4), torch.cat([t] * 4), torch.cat([c, u, c, c]))
-        with pag.perturbing(slice(None)):
+        with patch.extra_pass(pag):
             pag_alone = sd15(x, t, c)
-        with seg.perturbing(slice(None)):
+        with patch.extra_pass(seg):
             seg_alone = sd15(x, t, c)
         plain4 = sd15(torch.cat([x] * 4), torch.cat([t] * 4), torch.cat([c, u, c, c]))
         floor = noise_floor((plain4[2:3], plain4[0:1]), (plain4[:1], sd15(x, t, c)))  # batch-shape rounding

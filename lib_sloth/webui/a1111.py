@@ -2,19 +2,17 @@
 
 `attach` wraps, per instance, the pass's `p.sampler.model_wrap_cfg` (a fresh CFGDenoiser per
 pass, so the wrappers die with it): its `forward` enters the engine's SlothPatch with the pass's
-real step and total (`StepClock`); for SAG its inner model arms the map recording on exactly the
-uncond rows of each UNet call and its `combine_denoised` adds the guidance. Everything of one
-denoiser call lives on a `DenoiserCall`, dropped when the call ends. Row layout and timestep
-denoisers: docs/design.md.
+real step and total (`StepClock`); with guidance methods on (lib_sloth.guidance: SAG, ...) its
+inner model arms their recording on exactly the uncond rows of each UNet call and its
+`combine_denoised` adds each guidance's term. Everything of one denoiser call lives on a
+`DenoiserCall`, dropped when the call ends. Row layout and timestep denoisers: docs/design.md.
 
-PAG / SEG (every guidance of the method table, `methods.guidance_passes`): with the WebUI's
-"Batch cond/uncond" on (the default), the UNet call that holds every cond row of the denoiser
-call gets those cond rows appended once per guidance, and each guidance perturbs its own appended
-rows in that same call; otherwise (the option off, SAG on -- it records the middle block in the
-CFG call -- or a conditioning that cannot be extended) `combine_denoised` makes one more call per
-guidance with the cond rows it collected. Each
-guidance's term is added after the WebUI's combine (and SAG's), per image, on the weighted mean of
-its cond rows (AND sub-prompts).
+Guidances whose extra call uses the cond rows (PAG, SEG) get the images' cond prediction (the
+weighted mean of each image's cond rows: AND sub-prompts) and, for their extra call, the cond rows
+the UNet calls held. Those that batch (`Guidance.batches`): with the WebUI's "Batch cond/uncond"
+on (the default) and no recording guidance on (SAG records the middle block in the CFG call), the
+UNet call that holds every cond row gets them appended once per such guidance, each perturbing its
+own copy in that same call; otherwise each makes its own extra call.
 """
 from __future__ import annotations
 
@@ -23,32 +21,33 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..methods import guidance_passes
+from .. import methods
+from ..guidance import GuidedStep
 from ..patch import SlothPatch
 from ..prediction import NoiseSpace
-from ..sag import SagPass
-from .backend import Backend
+from .backend import Backend, NothingPatched, PassNotes
 from .batch_rows import concatenated, try_appended
 from .clock import StepClock
+from .job import job_of
 
 
 class A1111Backend(Backend):
     name = "AUTOMATIC1111"
 
-    def attach(self, p, settings, seed: int) -> List[str]:
+    def attach(self, p, settings, seed: int):
         sd_model = p.sd_model
+        job = job_of(p)
         if getattr(sd_model, "is_sd3", False):
-            return ["Sloth does nothing on SD3 (an MMDiT has no UNet self-attention); skipped"]
-        if getattr(p, "sampler", None) is None or getattr(p, "sloth_defer", False):
+            return NothingPatched(["Sloth does nothing on SD3 (an MMDiT has no UNet self-attention); skipped"])
+        if getattr(p, "sampler", None) is None or job.defer_first_pass:
             # A1111 1.7-1.9 txt2img: the first pass's sampler does not exist yet at process_batch;
             # attach_deferred (from the cfg_denoiser callback) attaches at its first denoiser call
-            notes: List[str] = []
-            p.sloth_deferred = (settings, seed, notes)
-            return notes
+            pending = PassNotes()
+            job.deferred = (settings, seed, pending)
+            return pending
         denoiser = p.sampler.model_wrap_cfg
-        sloth_pass = A1111Pass(denoiser, sd_model.model.diffusion_model, settings, seed, StepClock(p.sampler, p.steps))
-        sloth_pass.patch.recorder = getattr(p, "sloth_recorder", None)  # "Show Sloth maps" (hooks.attach_pass)
-        return sloth_pass.notes
+        return A1111Pass(denoiser, sd_model.model.diffusion_model, settings, seed, StepClock(p.sampler, p.steps),
+                         recorder=job.recorder)  # "Show Sloth maps" (hooks.attach_pass)
 
 
 def attach_deferred(denoiser) -> None:
@@ -58,35 +57,36 @@ def attach_deferred(denoiser) -> None:
     later call of the pass has it. The WebUI sets `denoiser.p` when the sampler initialises.
     """
     p = getattr(denoiser, "p", None)
-    deferred = getattr(p, "sloth_deferred", None)
-    if deferred is None or getattr(denoiser, "sloth_pass", None) is not None:
+    job = job_of(p)
+    if job.deferred is None or getattr(denoiser, "sloth_pass", None) is not None:
         return
-    settings, seed, notes = deferred
-    p.sloth_deferred = p.sloth_defer = None
+    settings, seed, pending = job.deferred
+    job.deferred, job.defer_first_pass = None, False
     sloth_pass = A1111Pass(denoiser, p.sd_model.model.diffusion_model, settings, seed,
-                           StepClock(p.sampler, p.steps))
-    sloth_pass.patch.recorder = getattr(p, "sloth_recorder", None)
+                           StepClock(p.sampler, p.steps), recorder=job.recorder)
+    notes = pending.notes  # the list the Script already holds
     notes.append("A1111 before 1.10 has no hook before sampling: the first denoiser call of this pass "
                  "ran without Sloth")
     notes.extend(sloth_pass.notes)
-    sloth_pass.notes = sloth_pass.patch.notes = notes  # the list the Script already holds
+    sloth_pass.notes = sloth_pass.patch.notes = notes
 
 
 class A1111Pass:
     """Everything of one sampling pass; lives on the pass's CFGDenoiser instance."""
 
-    def __init__(self, denoiser, unet, settings, seed: int, clock: StepClock):
+    nothing_patched = False
+
+    def __init__(self, denoiser, unet, settings, seed: int, clock: StepClock, recorder=None):
         earlier = getattr(denoiser, "sloth_pass", None)
         if earlier is not None:  # img2img reuses one sampler for every batch: replace, never nest
             earlier.detach()
         self._wrapped: List[tuple] = []  # (object, attribute) of every instance wrapper we set
         self.denoiser = denoiser
         self.clock = clock
-        self.patch = SlothPatch(unet, settings, seed)
-        self.patch.upcast_for = _upcast_attn  # "Upcast cross attention layer to float32"
-        self.patch.kv_source = _hypernetwork_source()
-        self.sag = SagPass(settings.sag, self.patch)
-        self.guidances = guidance_passes(settings, self.patch)  # PAG, SEG, ...: perturbed cond rows
+        # "Upcast cross attention layer to float32"; hypernetworks transform what K and V see
+        self.patch = SlothPatch(unet, settings, seed, kv_source=_hypernetwork_source(), upcast_for=_upcast_attn,
+                                recorder=recorder)
+        self.guidances = self.patch.guidances  # lib_sloth.guidance objects of this pass
         self.notes = self.patch.notes  # grows while sampling; the Script reads it afterwards
         denoiser.sloth_pass = self  # for inspection; dies with the pass's denoiser
         self._call: Optional[DenoiserCall] = None  # the denoiser call under way (SAG only); None between calls
@@ -94,7 +94,7 @@ class A1111Pass:
         self._inner_forward = None
         self._wrap_forward()
         self._wrap_update_inner_model()
-        if self.sag.active or self.guidances:
+        if self.guidances:
             self._wrap_combine()
 
     # ---- per denoiser call ------------------------------------------------------------------
@@ -103,7 +103,7 @@ class A1111Pass:
 
         def forward(x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
             self.patch.set_step(*self.clock.now(sigma))
-            if (self.sag.active or self.guidances) and not self._edit_model():
+            if self.guidances and not self._edit_model():
                 self._call = DenoiserCall(x, sigma, self._rows_in(x, cond))
                 self._wrap_inner()
             try:
@@ -111,7 +111,8 @@ class A1111Pass:
                     return original(x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
             finally:
                 self._call = None  # nothing of this call (its latent, its conds) outlives it
-                self.sag.disarm()
+                for guidance in self.guidances:
+                    guidance.disarm()
 
         self._set(self.denoiser, "forward", forward)  # instance attribute: gone with the denoiser
 
@@ -149,15 +150,16 @@ class A1111Pass:
 
     def _edit_model(self) -> bool:
         """InstructPix2Pix-style edit models lay a call out as cond + 2B rows (text-uncond with and
-        without the image) and combine them in combine_denoised_for_edit_model, which SAG does not
-        support: it is skipped, with no map recorded. Same test as CFGDenoiser.forward's is_edit_model."""
+        without the image) and combine them in combine_denoised_for_edit_model, which guidance does
+        not support: it is skipped, with nothing recorded. Same test as CFGDenoiser.forward's is_edit_model."""
         from modules import shared
 
         scale = getattr(self.denoiser, "image_cfg_scale", None)
         edit = getattr(shared.sd_model, "cond_stage_key", None) == "edit" and scale is not None and scale != 1.0
         if edit:
-            self.patch.note("SAG / PAG / SEG skipped: edit models (InstructPix2Pix) combine cond, image and uncond "
-                            "rows in a way the guidances do not support; set Image CFG scale to 1 to use them")
+            names = " and ".join(methods.method_of(g).short for g in self.guidances)
+            self.patch.note(f"{names} skipped: edit models (InstructPix2Pix) combine cond, image and uncond rows in "
+                            f"a way guidance does not support; set Image CFG scale to 1 to use {names} with them")
         return edit
 
     def _rows_in(self, x, cond) -> int:
@@ -168,9 +170,9 @@ class A1111Pass:
         cond_rows = tensor["crossattn"].shape[0] if isinstance(tensor, dict) else tensor.shape[0]
         return cond_rows + x.shape[0]
 
-    # ---- SAG ----------------------------------------------------------------------------------
+    # ---- guidance ---------------------------------------------------------------------------------
     def _wrap_inner(self) -> None:
-        """Arm the recording on the uncond rows of each UNet call (inner model made lazily)."""
+        """Arm the guidances' recording on the uncond rows of each UNet call (inner model made lazily)."""
         inner = self.denoiser.inner_model
         if inner is self._inner:
             return
@@ -182,64 +184,30 @@ class A1111Pass:
             if call is None:
                 return original(x_in, sigma_in, **kwargs)
             cond_rows, rows = call.rows_of_next(x_in.shape[0])
-            if rows and self.sag.active:
-                self.sag.arm(rows)
-            if rows and len(rows) == call.uncond:
-                call.uncond_cond = _take_rows(kwargs.get("cond"), rows)
-                # what the model really saw: DDIM / PLMS / UniPC blend the inpainting mask into x
-                # before denoising (mask_before_denoising), and cfg_denoiser callbacks may replace x
-                call.uncond_x, call.uncond_sigma = x_in[rows], sigma_in[rows]
-            guiding = [g for g in self.guidances if g.guides_now()]
-            if cond_rows and guiding:
+            recording = [g for g in self.guidances if g.records] if rows else []
+            for guidance in recording:
+                guidance.arm(rows)
+            if rows:
+                if len(rows) == call.uncond:
+                    call.uncond_cond = _take_rows(kwargs.get("cond"), rows)
+                    # what the model really saw: DDIM / PLMS / UniPC blend the inpainting mask into x
+                    # before denoising (mask_before_denoising), and cfg_denoiser callbacks may replace x
+                    call.uncond_x, call.uncond_sigma = x_in[rows], sigma_in[rows]
+            if cond_rows and any(g.extra_rows == "cond" for g in self.guidances):
                 call.keep_cond(x_in[cond_rows], sigma_in[cond_rows], _take_rows(kwargs.get("cond"), cond_rows))
             try:
-                if guiding and len(cond_rows) == call.cond_total and not self.sag.active and _batches_cond_uncond():
-                    out = self._with_perturbed_rows(original, guiding, call, cond_rows, x_in, sigma_in, kwargs)
+                batching = [g for g in self.guidances if g.batches and g.batched_now()]
+                if (batching and len(cond_rows) == call.cond_total and _batches_cond_uncond()
+                        and not any(g.records for g in self.guidances)):
+                    out = _with_appended_rows(original, batching, call, cond_rows, x_in, sigma_in, kwargs)
                     if out is not None:
                         return out
                 return original(x_in, sigma_in, **kwargs)
             finally:
-                self.sag.stop_recording()  # keep the map; record no other call
+                for guidance in recording:
+                    guidance.stop_recording()  # keep what was recorded; record no other call
 
         self._set(inner, "forward", forward)
-
-    def _with_perturbed_rows(self, original, guiding, call: "DenoiserCall", cond_rows: List[int], x_in, sigma_in,
-                             kwargs):
-        """One UNet call with the cond rows appended once per guidance, each guidance perturbing its
-        own copy; returns the call's own rows and keeps each guidance's rows on `call`. None when the
-        conditioning cannot be extended (the guidances then make their own calls)."""
-        n, m = x_in.shape[0], len(cond_rows)
-        rows = cond_rows * len(guiding)
-        cond = try_appended(kwargs.get("cond"), rows, n)
-        if cond is None:
-            return None
-        with contextlib.ExitStack() as stack:
-            for i, g in enumerate(guiding):
-                stack.enter_context(g.perturbing(list(range(n + i * m, n + (i + 1) * m))))
-            out = original(torch.cat([x_in, x_in[rows]]), torch.cat([sigma_in, sigma_in[rows]]),
-                           **{**kwargs, "cond": cond})
-        for i, g in enumerate(guiding):
-            g.batched_calls += 1
-            call.perturbed[g] = out[n + i * m:n + (i + 1) * m]
-        return out[:n]
-
-    def _guide(self, g, cfg, x_out, conds_list, call: "DenoiserCall"):
-        """cfg plus one guidance's term, per image on the weighted mean of its cond rows."""
-        if not g.guides_now():
-            return cfg
-        if call.cond_x is None or call.cond_x.shape[0] != call.cond_total:
-            g.note(f"{g.name}: a step's cond rows were not all seen by the model; that step ran without {g.name}")
-            return cfg
-        perturbed = call.perturbed.get(g)
-        if perturbed is None:
-            inner = self._inner_forward
-            perturbed = g.run_perturbed(lambda: inner(call.cond_x, call.cond_sigma, cond=call.cond_cond))
-        # each image's model input and noise level as its (first) cond row saw them
-        first = [conds[0][0] for conds in conds_list]
-        x, sigma = call.cond_x[first], call.cond_sigma[first]
-        kind, space = self._prediction_space(sigma, x)
-        return g.guide(cfg, x, _per_image(x_out, conds_list), _per_image(perturbed, conds_list), space=space,
-                       prediction=kind)
 
     def _wrap_combine(self) -> None:
         original = self.denoiser.combine_denoised
@@ -249,27 +217,45 @@ class A1111Pass:
             call = self._call
             if call is None:
                 return cfg
-            cfg = self._guide_sag(cfg, x_out, uncond, call) if self.sag.active else cfg
-            for g in self.guidances:
-                cfg = self._guide(g, cfg, x_out, conds_list, call)
+            n = uncond.shape[0] if not isinstance(uncond, dict) else uncond["crossattn"].shape[0]
+            real = call.uncond_cond is not None and x_out.shape[0] == call.total
+            x, sigma = call.x, call.sigma
+            if call.uncond_x is not None:
+                x, sigma = call.uncond_x, call.uncond_sigma
+            inner = self._inner_forward
+            cond_dict = call.uncond_cond
+            seen_cond = call.cond_x is not None and call.cond_x.shape[0] == call.cond_total
+            # each image's first cond row: where the cond-side guidances read x and sigma
+            first = [conds[0][0] for conds in conds_list]
+
+            def call_model(which, x_in):
+                if which == "uncond":
+                    return inner(x_in, sigma, cond=cond_dict)
+                if not seen_cond:
+                    raise ValueError("A1111: the cond rows of this step were not all seen by the model")
+                image_of_row = [i for i, conds in enumerate(conds_list) for _ in conds]  # rows in conds_list order
+                return _per_image(inner(x_in[image_of_row], call.cond_sigma, cond=call.cond_cond), conds_list)
+
+            kind, space = self._prediction_space(sigma, x)
+            step = GuidedStep(x, x_out[-n:] if real else None, None, call_model, space, kind)
+            if seen_cond:
+                x_c, sigma_c = call.cond_x[first], call.cond_sigma[first]
+                kind_c, space_c = self._prediction_space(sigma_c, x_c)
+                batched = {g: _per_image(p, conds_list) for g, p in call.perturbed.items()}
+                cond_step = GuidedStep(x_c, step.uncond, _per_image(x_out, conds_list), call_model, space_c, kind_c,
+                                       batched)
+            for guidance in self.guidances:
+                if guidance.extra_rows == "cond":
+                    if seen_cond:
+                        cfg = guidance.guide(cfg, cond_step)
+                    else:
+                        guidance.note(f"{methods.method_of(guidance).short}: a step's cond rows were not all seen "
+                                      "by the model; that step ran without it")
+                    continue
+                cfg = guidance.guide(cfg, step)
             return cfg
 
         self._set(self.denoiser, "combine_denoised", combine_denoised)
-
-    def _guide_sag(self, cfg, x_out, uncond, call: "DenoiserCall"):
-        n = uncond.shape[0] if not isinstance(uncond, dict) else uncond["crossattn"].shape[0]
-        real = call.uncond_cond is not None and x_out.shape[0] == call.total
-        x, sigma = call.x, call.sigma
-        if call.uncond_x is not None:
-            x, sigma = call.uncond_x, call.uncond_sigma
-        inner = self._inner_forward
-        cond_dict = call.uncond_cond
-
-        def call_model(x_in):
-            return inner(x_in, sigma, cond=cond_dict)
-
-        kind, space = self._prediction_space(sigma, x)
-        return self.sag.guide(cfg, x, x_out[-n:], call_model, space=space, prediction=kind, uncond_is_real=real)
 
     def _set(self, obj, name: str, wrapper) -> None:
         obj.__dict__[name] = wrapper
@@ -292,12 +278,45 @@ class A1111Pass:
         return "eps", NoiseSpace.from_alphas_cumprod(alphas, sigma, like=x)
 
 
+def _with_appended_rows(original, batching, call: "DenoiserCall", cond_rows: List[int], x_in, sigma_in, kwargs):
+    """One UNet call with the cond rows appended once per batching guidance, each perturbing its own
+    copy; returns the call's own rows and keeps each guidance's rows on `call` (its `perturbed`). None
+    when the conditioning cannot be extended (each guidance then makes its own extra call)."""
+    n, m = x_in.shape[0], len(cond_rows)
+    rows = cond_rows * len(batching)
+    cond = try_appended(kwargs.get("cond"), rows, n)
+    if cond is None:
+        return None
+    with contextlib.ExitStack() as stack:
+        for i, g in enumerate(batching):
+            stack.enter_context(g.perturbing(list(range(n + i * m, n + (i + 1) * m))))
+        out = original(torch.cat([x_in, x_in[rows]]), torch.cat([sigma_in, sigma_in[rows]]), **{**kwargs, "cond": cond})
+    for i, g in enumerate(batching):
+        g.batched_calls += 1
+        call.perturbed[g] = out[n + i * m:n + (i + 1) * m]
+    return out[:n]
+
+
 def _batches_cond_uncond() -> bool:
     """The WebUI's "Batch cond/uncond" option: off means the user trades speed for memory, so the
     perturbed rows get a call of their own instead of enlarging the cond call."""
     from modules import shared
 
     return bool(getattr(shared.opts, "batch_cond_uncond", True))
+
+
+def _per_image(rows: torch.Tensor, conds_list) -> torch.Tensor:
+    """[images, ...]: each image's cond rows (A1111's conds_list: [(row, weight), ...] per image) averaged
+    with their weights; one sub-prompt is that row itself."""
+    out = []
+    for conds in conds_list:
+        if len(conds) == 1:
+            out.append(rows[conds[0][0]])
+            continue
+        total = sum(w for _, w in conds)
+        weights = [w / total if total else 1.0 / len(conds) for _, w in conds]
+        out.append(sum(rows[i] * w for (i, _), w in zip(conds, weights)))
+    return torch.stack(out)
 
 
 def _upcast_attn(module) -> bool:
@@ -349,8 +368,8 @@ class DenoiserCall:
         self.offset = 0
         self.uncond_cond = None  # the uncond rows' conditioning, once one UNet call held all of them
         self.uncond_x = self.uncond_sigma = None  # and their model input and noise level
-        # PAG / SEG: the cond rows' model input, noise level and conditioning, gathered over the UNet
-        # calls (for a separate perturbed call), and each guidance's perturbed rows from a batched one
+        # the cond rows' model input, noise level and conditioning, gathered over the UNet calls (for the
+        # cond-side guidances' extra calls), and each batching guidance's perturbed rows
         self.cond_x = self.cond_sigma = self.cond_cond = None
         self.perturbed: Dict[object, torch.Tensor] = {}
 
@@ -368,20 +387,6 @@ class DenoiserCall:
         else:
             self.cond_x, self.cond_sigma = torch.cat([self.cond_x, x]), torch.cat([self.cond_sigma, sigma])
             self.cond_cond = concatenated([self.cond_cond, cond])
-
-
-def _per_image(rows: torch.Tensor, conds_list) -> torch.Tensor:
-    """[images, ...]: each image's cond rows (A1111's conds_list: [(row, weight), ...] per image) averaged
-    with their weights; one sub-prompt of weight 1 is that row itself."""
-    out = []
-    for conds in conds_list:
-        if len(conds) == 1:
-            out.append(rows[conds[0][0]])
-            continue
-        total = sum(w for _, w in conds)
-        weights = [w / total if total else 1.0 / len(conds) for _, w in conds]
-        out.append(sum(rows[i] * w for (i, _), w in zip(conds, weights)))
-    return torch.stack(out)
 
 
 def _take_rows(value, rows: List[int]):
