@@ -75,10 +75,10 @@ def test_the_window_guides_only_its_steps(backend):
 def test_with_sag_every_guidance_adds_its_own_term_in_its_own_calls(backend):
     (out, _), rows = calls_of(lambda: generate({"sag.enabled": True, "sag.scale": 1.0, **PAG, **SEG}))
     sloth_pass = the_pass(backend)
-    pag, seg = sloth_pass.guidances
+    sag, pag, seg = sloth_pass.guidances
     # the CFG call (SAG records the middle block there), SAG's call, PAG's and SEG's
     assert rows == [2, 1, 1, 1] * STEPS
-    assert (sloth_pass.sag.extra_calls, pag.extra_calls, seg.extra_calls) == (STEPS, STEPS, STEPS)
+    assert (sag.extra_calls, pag.extra_calls, seg.extra_calls) == (STEPS, STEPS, STEPS)
     sag_only, _ = generate({"sag.enabled": True, "sag.scale": 1.0})
     assert torch.isfinite(out).all() and not torch.allclose(out, sag_only, atol=1e-4)
 
