@@ -23,6 +23,12 @@ def test_options_pass_through_and_the_input_is_not_changed():
     assert out["transformer_options"] == options and out["c_crossattn"].shape == (3, 4) and c.shape == (2, 4)
 
 
+def test_one_value_for_every_row_is_kept():
+    sigmas = torch.tensor([3.0])
+    out = appended({"c_crossattn": torch.zeros(2, 3), "transformer_options": {"sigmas": sigmas}}, [0], 2)
+    assert out["transformer_options"]["sigmas"] is sigmas and out["c_crossattn"].shape == (3, 3)
+
+
 def test_a_tensor_of_another_batch_is_refused_naming_its_shape():
     with pytest.raises(NotBatchable, match=r"shape \(4, 7\) in a call of 2 rows"):
         appended({"c_crossattn": torch.zeros(2, 3), "control": {"output": [torch.zeros(4, 7)]}}, [0], 2)

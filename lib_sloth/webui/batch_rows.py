@@ -20,14 +20,17 @@ class NotBatchable(ValueError):
 def appended(value, rows: List[int], batch: int):
     """`value` with rows `rows` (of a call of `batch` rows) appended after its own rows.
 
-    Tensors whose first dimension is `batch` get `value[rows]` appended; lists, tuples and dicts
-    are walked; anything else is kept as it is. A tensor of another leading size raises
-    NotBatchable, naming its shape (it would no longer line up with the rows).
+    Tensors whose first dimension is `batch` get `value[rows]` appended; scalars and tensors of
+    leading size 1 (one value for every row: ldm_patched's ``transformer_options["sigmas"]``) are
+    kept; lists, tuples and dicts are walked; anything else is kept as it is. A tensor of another
+    leading size raises NotBatchable, naming its shape (it would no longer line up with the rows).
     """
     if isinstance(value, torch.Tensor):
-        if value.dim() == 0 or value.shape[0] != batch:
-            raise NotBatchable(f"a conditioning tensor of shape {tuple(value.shape)} in a call of {batch} rows")
-        return torch.cat([value, value[rows]])
+        if value.dim() > 0 and value.shape[0] == batch:
+            return torch.cat([value, value[rows]])
+        if value.dim() == 0 or value.shape[0] == 1:
+            return value
+        raise NotBatchable(f"a conditioning tensor of shape {tuple(value.shape)} in a call of {batch} rows")
     if isinstance(value, (list, tuple)):
         return type(value)(appended(v, rows, batch) for v in value)
     if isinstance(value, dict):
