@@ -422,6 +422,70 @@ def test_show_maps_records_through_the_adapter_and_changes_no_output(patchers):
     assert len(recorder.overlay_records("sag")) == STEPS and recorder.budget[("input", 0)][0] < 1
 
 
+# ---- PAG and SEG -----------------------------------------------------------------------------------
+PAG = {"pag": {"enabled": True, "scale": 3.0}}
+
+
+def comfy_pag(scale: float):
+    """ComfyUI 0.3.75's own PerturbedAttentionGuidance node (comfy_extras/nodes_pag.py), applied to the
+    pass's patcher as a Forge main script would (after the WebUI reset forge_objects)."""
+    node = fmh.comfy_node_module("nodes_pag").PerturbedAttentionGuidance
+
+    def apply(p):
+        p.sd_model.forge_objects.unet = node.execute(p.sd_model.forge_objects.unet, scale).result[0]
+
+    return apply
+
+
+@pytest.mark.parametrize("layout", ["sd15", "sdxl"])
+def test_pag_equals_comfyuis_node_on_the_same_unet(patchers, layout, monkeypatch):
+    """Same UNet, latent, conds and steps: Sloth's PAG (batched into the CFG call, and as a separate
+    call like the node's) against ComfyUI 0.3.75's node."""
+    p = make_p(layout, patchers[layout])
+    node, _ = run_pass(p, None, before_sampling=comfy_pag(3.0))
+    plain, _ = run_pass(p, None)
+    batched, _ = run_pass(p, settings_from_dict(PAG))
+    assert the_pass(p).guidances[0].batched_calls == STEPS
+    import lib_sloth.webui.comfy_pass as comfy_pass
+
+    monkeypatch.setattr(comfy_pass, "try_appended", lambda *a: None)  # conds that do not extend: a call of its own
+    separate, _ = run_pass(p, settings_from_dict(PAG))
+    assert the_pass(p).patch.extra_calls["pag"] == STEPS
+    # floor: how far the node's own pipeline carries one rounding of its input (tests/noise.py)
+    x = fmh.initial_latent(p.sd_model.forge_objects.unet, batch=1, size=SIZE, sigma=1.0, seed=2)
+    start_pass(p, None)
+    comfy_pag(3.0)(p)
+    node_apart = p.sampler.sample(p, one_ulp_apart(x, torch.Generator().manual_seed(0)), STEPS)
+    floor = noise_floor((node_apart, node))
+    tol = assert_within_noise(separate, node, floor, SAG_FACTOR, f"PAG separate vs ComfyUI's node, {layout}")
+    assert_within_noise(batched, node, floor, SAG_FACTOR, f"PAG batched vs ComfyUI's node, {layout}")
+    assert max_abs(node, plain) > 100 * tol  # PAG's effect is far above the tolerance
+
+
+@pytest.mark.parametrize("names", [("pag",), ("seg",), ("pag", "sag"), ("pag", "seg")])
+def test_pag_seg_and_their_combinations_change_the_output(patchers, baseline, names):
+    data = {"pag": PAG, "seg": {"seg": {"enabled": True, "blur_sigma": 2.0}}, "sag": METHODS["sag"]}
+    settings = settings_from_dict({k: v for name in names for k, v in data[name].items()})
+    p = make_p("sd15", patchers["sd15"])
+    out, _ = run_pass(p, settings)
+    sloth_pass = the_pass(p)
+    assert torch.isfinite(out).all() and max_abs(out, baseline("sd15")) > 1e-3 and forward_is_original()
+    if "sag" in names:  # SAG records the middle block in the CFG call: each guidance makes its own call
+        assert sloth_pass.patch.extra_calls == {name: STEPS for name in names}
+    else:
+        assert sloth_pass.unet_calls == STEPS and all(g.batched_calls == STEPS for g in sloth_pass.guidances)
+    restored = settings_from_dict(infotext.read(infotext.to_params(settings)))
+    again, _ = run_pass(p, restored)
+    assert restored == settings and torch.equal(out, again)  # the info-text round trip
+
+
+def test_forge_mains_builtin_pag_stands_ours_down(patchers, baseline):
+    p = make_p("sd15", patchers["sd15"], params={"pagi_enabled": True, "pagi_scale": 3.0})
+    out, notes = run_pass(p, settings_from_dict(PAG))
+    assert any("built-in PerturbedAttentionGuidance is enabled too" in n for n in notes)
+    assert torch.equal(out, baseline("sd15"))  # ours left the middle block to it: nothing else was chosen
+
+
 # ---- the refiner switch inside sampling ------------------------------------------------------------
 class RefinerDenoiser:
     """Forge main @ dfdcbab6 ``modules/sd_samplers_kdiffusion.py`` ``CFGDenoiserKDiffusion``: its
