@@ -17,8 +17,9 @@ Only the first image of the batch is kept, and only a few steps (budget: one flo
 and step; tiles: two steps per tiled level; overlays: three steps per guidance).
 Memory bound, batch 8 at 1024 x 1024 (latent 128 x 128): SAG 3 x (grid h*w fp32 + latent
 H*W bool) = 3 x (32*32*4 + 128*128) B = 60 KiB on SDXL (SD1.x: 51 KiB); tiles 6 small records;
-budget 7 levels x steps floats (150 steps: ~40 KiB of Python floats). Under 0.2 MiB per pass,
-whatever the batch size, all on the CPU.
+budget 7 levels x steps floats (150 steps: ~40 KiB of Python floats); PAG and SEG 3 x latent
+H*W fp32 + bool each (3 x 128*128*5 B = 240 KiB). Under 0.6 MiB per pass, whatever the batch
+size, all on the CPU.
 """
 from __future__ import annotations
 

@@ -230,6 +230,57 @@ def main():
         theirs = sag_step(unet, sigma, fixed_9_tap)
         row(f"SAG 9 taps sigma {sigma}", ours, theirs, base)
 
+    seg_rows(unet)
+
+
+def reference_seg_blur(q, grid_hw, sigma):
+    """SEG's query blur by the authors' rule (SusungHong/SEG-SDXL pipeline_seg.py, rebuilt from its
+    description): ceil(6 sigma) + 1 taps rounded down to odd, clipped by the grid's *width* only, one 2-D
+    kernel (outer product) after reflect padding of kernel // 2 on every side; infinite: the mean."""
+    import torch.nn.functional as F
+
+    from lib_sloth.seg import SIGMA_INF
+
+    h, w = grid_hw
+    if sigma <= 0:
+        return q
+    if sigma >= SIGMA_INF:
+        return q.mean(dim=1, keepdim=True).expand_as(q)
+    span = math.ceil(6 * sigma)
+    size = min(span + 1 - span % 2, w - (w % 2 - 1))
+    offsets = torch.linspace(-(size - 1) / 2, (size - 1) / 2, size)
+    taps = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    taps = taps / taps.sum()
+    kernel = (taps[:, None] * taps[None, :]).expand(q.shape[-1], 1, size, size)
+    img = q.transpose(1, 2).reshape(q.shape[0], q.shape[-1], h, w)
+    img = F.conv2d(F.pad(img, [size // 2] * 4, mode="reflect"), kernel, groups=q.shape[-1])
+    return img.reshape(q.shape[0], q.shape[-1], h * w).transpose(1, 2)
+
+
+def seg_rows(unet):
+    """SEG's blur per axis vs the reference's width-sized 2-D kernel: the perturbed cond prediction of
+    one UNet call (middle block perturbed), as a share of SEG's perturbation (perturbed - cond)."""
+    from lib_sloth import seg as seg_module
+    from lib_sloth.patch import SlothPatch
+    from lib_sloth.settings import SlothSettings
+
+    for hw, sigma in (((32, 32), 1.0), ((32, 48), 1.0), ((48, 32), 1.0), ((16, 48), 1.0)):
+        x, t, c = unet_inputs(unet, 2, *hw, seed=3)
+        patch = SlothPatch(unet, SlothSettings(), seed=1)
+        guidance = seg_module.SegPass(seg_module.SegSettings(enabled=True, blur_sigma=sigma), patch)
+        with torch.no_grad(), patch:
+            plain = unet(x, t, c)
+            with patch.extra_pass(guidance):
+                ours = unet(x, t, c)
+            try:
+                with swapped(seg_module, "blur_queries", reference_seg_blur), patch.extra_pass(guidance):
+                    theirs = unet(x, t, c)
+            except RuntimeError as err:  # reflect padding wider than the grid's height
+                print(f"{'SEG ref ' + 'x'.join(map(str, hw)) + ' sigma ' + str(sigma):<24} reference fails: "
+                      f"{str(err).splitlines()[0][:80]}", flush=True)
+                continue
+        row(f"SEG ref {hw[0]}x{hw[1]} sigma {sigma}", ours, theirs, plain)
+
 
 # ---- the original's rules, rebuilt from their documented semantics ----------------------------------
 def zero_padded_tiles(module, x, k_in, v_in, grid, global_stride, upcast):
