@@ -113,3 +113,11 @@ def test_info_text_round_trip_reproduces_the_image(backend):
     read = infotext.read(params)
     again, _ = generate(read)
     assert torch.equal(out, again)
+
+
+def test_sags_window_makes_its_extra_call_only_inside(backend):
+    (out, _), rows = calls_of(lambda: generate({"sag.enabled": True, "sag.scale": 1.0, "sag.end": 0.5}, steps=5))
+    sag, = the_pass(backend).guidances
+    assert rows == [2, 1, 2, 1, 2, 1, 2, 2] and sag.extra_calls == 3  # progress 0, .25, .5 guided; .75, 1 not
+    plain, _ = generate(enabled=False, steps=5)
+    assert not torch.allclose(out, plain, atol=1e-4)
