@@ -25,12 +25,34 @@ from typing import Callable, List, Mapping, Optional, Tuple
 
 import torch
 
+from .fields import setting
 from .layer_call import LayerCall, Plan
 from .prediction import NoiseSpace
+from .schedule import in_window
 
 # call_model(which, x_in) -> the model's prediction for x_in [B, C, H, W] with that conditioning
 # ("uncond" or "cond"), in the step's prediction kind
 CallModel = Callable[[str, torch.Tensor], torch.Tensor]
+
+
+# ---- the step window every built-in guidance's settings end with ---------------------------------
+def window_start():
+    """The `start` field of a guidance's settings block: its first guided step, as progress."""
+    return setting(0.0, 0.0, 1.0, hint="First guided step, as progress 0-1 (0 = the first step)")
+
+
+def window_end():
+    """The `end` field: its last guided step, as progress (start > end guides no step)."""
+    return setting(1.0, 0.0, 1.0, hint="Last guided step, as progress 0-1 (1 = the last step); outside the "
+                                       "window the step is plain CFG with no extra pass")
+
+
+class StepWindow:
+    """Mixin of a settings block with `start` / `end` fields (window_start / window_end) and `active`."""
+
+    def guides(self, step: int, total: int) -> bool:
+        """Whether this step (0-based, of `total`) is guided: active and inside the window [start, end]."""
+        return self.active and in_window(step, total, self.start, self.end)
 
 
 @dataclass(frozen=True)

@@ -22,16 +22,15 @@ from torch import nn
 
 from .attention import attend
 from .fields import Validated, setting
-from .guidance import Guidance, GuidedStep
+from .guidance import Guidance, GuidedStep, StepWindow, window_end, window_start
 from .layer_call import Plan
 from .layers import block_of
 from .maps import Overlay
 from .prediction import in_x0
-from .schedule import in_window
 
 
 @dataclass(frozen=True)
-class PerturbedSettings(Validated):
+class PerturbedSettings(StepWindow, Validated):
     """Settings every perturbed-attention guidance has. Subclasses restate `enabled` with their hint."""
 
     enabled: bool = setting(False, hint="One more UNet pass on the cond rows per guided step")
@@ -41,19 +40,14 @@ class PerturbedSettings(Validated):
     middle: bool = setting(True, hint="Perturb every self-attention of the middle block (ComfyUI's default)")
     output_levels: int = setting(0, 0, 3, integer=True,
                                  hint="Also perturb this many of the deepest output-block levels (0 = none)")
-    start: float = setting(0.0, 0.0, 1.0, hint="First guided step, as progress 0-1 (0 = the first step)")
-    end: float = setting(1.0, 0.0, 1.0, hint="Last guided step, as progress 0-1 (1 = the last step); "
-                                            "outside the window the step is plain CFG with no extra pass")
+    start: float = window_start()
+    end: float = window_end()
 
     @property
     def active(self) -> bool:
         """Whether the guidance can change anything: on, a scale, some layer and a non-empty window."""
         return (self.enabled and self.scale != 0 and self.start <= self.end
                 and (self.middle or self.input_levels > 0 or self.output_levels > 0))
-
-    def guides(self, step: int, total: int) -> bool:
-        """Whether this step (0-based, of `total`) is guided: active and inside the window."""
-        return self.active and in_window(step, total, self.start, self.end)
 
 
 # ---------------------------------------------------------------------------------------------

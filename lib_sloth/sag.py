@@ -23,36 +23,30 @@ from typing import Callable, Optional, Tuple
 import torch
 
 from .fields import Validated, setting
-from .guidance import Guidance, GuidedStep
+from .guidance import Guidance, GuidedStep, StepWindow, window_end, window_start
 from .layer_call import Plan
 from .maps import Overlay
 from .prediction import NoiseSpace, in_x0
-from .schedule import in_window
 from .sag_capture import RECORDED_BLOCK, RECORDED_INDEX, Rows, SagMap, attention_with_map, resolve_rows
 from .sag_mask import attention_mask, degrade, mask_from_received, mid_grid, received_attention
 
 
 @dataclass(frozen=True)
-class SagSettings(Validated):
+class SagSettings(StepWindow, Validated):
     enabled: bool = setting(False, hint="Self-Attention Guidance: one more UNet pass per step (+~50 % time)")
     scale: float = setting(0.5, -2.0, 5.0, hint="Guidance strength; 0 = off; the effect saturates around 1.5")
     blur_sigma: float = setting(2.0, 0.0, 10.0, hint="Blur of the attended regions in latent cells; 0 = no blur")
     threshold: float = setting(1.0, 0.0, 4.0,
                                hint="Tokens receiving more attention than this are blurred; lower = larger blurred area")
     # appended after threshold: the positional API args of earlier fields never move
-    start: float = setting(0.0, 0.0, 1.0, hint="First guided step, as progress 0-1 (0 = the first step)")
-    end: float = setting(1.0, 0.0, 1.0, hint="Last guided step, as progress 0-1 (1 = the last step); outside the "
-                                            "window the step is plain CFG with no extra pass")
+    start: float = window_start()
+    end: float = window_end()
 
     @property
     def active(self) -> bool:
         """Whether guidance changes anything (a scale of 0 or an empty window adds nothing and costs no
         extra call)."""
         return self.enabled and self.scale != 0 and self.start <= self.end
-
-    def guides(self, step: int, total: int) -> bool:
-        """Whether this step (0-based, of `total`) is guided: active and inside the window."""
-        return self.active and in_window(step, total, self.start, self.end)
 
 # call_model(x_in [B, C, H, W]) -> the model's prediction for those rows, with the uncond conditioning
 CallModel = Callable[[torch.Tensor], torch.Tensor]

@@ -172,11 +172,18 @@ def test_eps_and_v_models_get_the_guidance_of_the_x0_model(kind):
 
 
 # ---- combinations --------------------------------------------------------------------------------
+SEG2 = SegSettings(enabled=True, blur_sigma=2.0)
+
+
+def pag_and_seg(unet):
+    """A patch holding a PAG and a SEG (blur 2) guidance."""
+    patch = SlothPatch(unet, SlothSettings(), seed=1)
+    return patch, PagPass(PAG, patch), SegPass(SEG2, patch)
+
+
 def test_pag_and_seg_add_their_terms_each_against_its_own_perturbed_prediction(sd15):
     x, t, c, u = conds(sd15)
-    seg_settings = SegSettings(enabled=True, blur_sigma=2.0)
-    patch = SlothPatch(sd15, SlothSettings(), seed=1)
-    pag, seg = PagPass(PAG, patch), SegPass(seg_settings, patch)
+    patch, pag, seg = pag_and_seg(sd15)
     with torch.no_grad(), patch:
         cfg, cond, out = plain_step(sd15, x, t, c, u)
         step = GuidedStep(x, out[1:], cond, lambda which, xi: sd15(xi, t, c if which == "cond" else u))
@@ -185,7 +192,7 @@ def test_pag_and_seg_add_their_terms_each_against_its_own_perturbed_prediction(s
             pag_pred = sd15(x, t, c)
         with patch.extra_pass(seg):
             seg_pred = sd15(x, t, c)
-    want = cfg + PAG.scale * (cond - pag_pred) + seg_settings.scale * (cond - seg_pred)
+    want = cfg + PAG.scale * (cond - pag_pred) + SEG2.scale * (cond - seg_pred)
     assert torch.allclose(both, want, atol=1e-5)
     assert pag.extra_calls == 1 and seg.extra_calls == 1 and patch.extra_calls == {"pag": 2, "seg": 2}
 
@@ -251,9 +258,7 @@ def test_maps_keep_where_the_guidance_moved_the_prediction_at_first_middle_and_l
 
 def test_pag_and_seg_batched_into_one_call_each_perturb_their_own_rows(sd15):
     x, t, c, u = conds(sd15)
-    seg_settings = SegSettings(enabled=True, blur_sigma=2.0)
-    patch = SlothPatch(sd15, SlothSettings(), seed=1)
-    pag, seg = PagPass(PAG, patch), SegPass(seg_settings, patch)
+    patch, pag, seg = pag_and_seg(sd15)
     with torch.no_grad(), patch:
         with pag.perturbing([2]), seg.perturbing([3]):
             out = sd15(torch.cat([x] * 4), torch.cat([t] * 4), torch.cat([c, u, c, c]))
