@@ -61,6 +61,9 @@ class Method:
     guidance: Optional[type] = None  # a guidance method: its lib_sloth.guidance.Guidance subclass
     needs_block_input: bool = False  # its plans read LayerCall.block_input (the transformer block's input)
     yields_to_token_merging: bool = False  # stands down while the WebUI's own token merging (tomesd) is on
+    # its plans depend on the call's batch size (AgentSD: random merging only for even batches), so no
+    # guidance appends rows to the normal UNet call while it is on (they make their own calls instead)
+    batch_sensitive: bool = False
     conflicts: tuple[Conflict, ...] = ()  # checked both ways: declaring it on one side is enough
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # built-in presets it contributes
     plan_rank: int = 0  # lower plans first at each layer; ties keep the table's order
@@ -107,7 +110,7 @@ BUILTIN: tuple[Method, ...] = (  # the settings table's order (info text, UI sec
     # AgentSD plans first: it takes the layers it merges at this step, Slothful (if on) the rest.
     # It merges tokens itself (never twice), matched on the block input as tomesd does.
     Method("agentsd", AgentSDSettings, "AgentSD", "AgentSD", "Sloth AgentSD", plan_agentsd,
-           needs_block_input=True, yields_to_token_merging=True,
+           needs_block_input=True, yields_to_token_merging=True, batch_sensitive=True,
            bench=(BenchCase("agentsd early", {"agentsd.enabled": True}, 0.0),
                   BenchCase("agentsd late", {"agentsd.enabled": True}, 1.0)),
            profile_stages=(("match", "matching"),),
@@ -246,6 +249,11 @@ def any_active(settings) -> bool:
 def needs_block_input(settings) -> bool:
     """Whether an enabled method reads the transformer blocks' inputs (the patch hooks the blocks only then)."""
     return any(m.needs_block_input and m.block(settings).enabled for m in _table)
+
+
+def batch_sensitive(settings) -> bool:
+    """Whether an enabled method's plans depend on the batch size (then no rows are appended to a call)."""
+    return any(m.batch_sensitive and m.block(settings).enabled for m in _table)
 
 
 def guidance_methods(settings) -> List[Method]:

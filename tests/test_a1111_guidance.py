@@ -121,3 +121,11 @@ def test_sags_window_makes_its_extra_call_only_inside(backend):
     assert rows == [2, 1, 2, 1, 2, 1, 2, 2] and sag.extra_calls == 3  # progress 0, .25, .5 guided; .75, 1 not
     plain, _ = generate(enabled=False, steps=5)
     assert not torch.allclose(out, plain, atol=1e-4)
+
+
+def test_with_agentsd_the_perturbed_rows_get_their_own_call(backend):
+    """AgentSD's random merging depends on the batch size: appending rows would change the CFG rows' merge."""
+    (out, _), rows = calls_of(lambda: generate({"agentsd.enabled": True, **PAG}))
+    assert rows == [2, 1] * STEPS and the_pass(backend).guidances[0].extra_calls == STEPS
+    agentsd_only, _ = generate({"agentsd.enabled": True})
+    assert torch.isfinite(out).all() and not torch.allclose(out, agentsd_only, atol=1e-4)

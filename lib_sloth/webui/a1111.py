@@ -10,7 +10,8 @@ inner model arms their recording on exactly the uncond rows of each UNet call an
 Guidances whose extra call uses the cond rows (PAG, SEG) get the images' cond prediction (the
 weighted mean of each image's cond rows: AND sub-prompts) and, for their extra call, the cond rows
 the UNet calls held. Those that batch (`Guidance.batches`): with the WebUI's "Batch cond/uncond"
-on (the default) and no recording guidance on (SAG records the middle block in the CFG call), the
+on (the default), no recording guidance on (SAG records the middle block in the CFG call) and no
+method whose plans depend on the batch size (`Method.batch_sensitive`: AgentSD), the
 UNet call that holds every cond row gets them appended once per such guidance, each perturbing its
 own copy in that same call; otherwise each makes its own extra call.
 """
@@ -198,7 +199,8 @@ class A1111Pass:
             try:
                 batching = [g for g in self.guidances if g.batches and g.batched_now()]
                 if (batching and len(cond_rows) == call.cond_total and _batches_cond_uncond()
-                        and not any(g.records for g in self.guidances)):
+                        and not any(g.records for g in self.guidances)
+                        and not methods.batch_sensitive(self.patch.settings)):
                     out = _with_appended_rows(original, batching, call, cond_rows, x_in, sigma_in, kwargs)
                     if out is not None:
                         return out

@@ -40,8 +40,9 @@ tensor of ``c``, and one more ``COND`` in ``cond_or_uncond``), each guidance per
 copy, and returns the call's own rows; the copies' predictions reach the post-CFG function in
 GuidedStep.batched. Not batched, so each of them makes its own extra call instead: a step whose
 calls held several cond chunks (several cond entries, areas), a call under another extension's
-wrapper, a recording guidance on (SAG records the middle block in that call), and conds that do
-not extend row by row. Forge's / reForge's built-in PAG perturbs the middle block in its own
+wrapper, a recording guidance on (SAG records the middle block in that call), a method whose plans
+depend on the batch size (`Method.batch_sensitive`: AgentSD), and conds that do not extend row
+by row. Forge's / reForge's built-in PAG perturbs the middle block in its own
 extra call; with it on, Sloth's PAG leaves the middle block to it (noted).
 
 Refiner. Both Forge lines switch to the refiner inside sampling and then sample with the refiner's
@@ -316,7 +317,8 @@ class ComfyPass:
             for guidance in armed:
                 guidance.arm(rows)
             cond_rows = self._cond_rows(args.get("cond_or_uncond"), args["input"].shape[0])
-            if cond_rows and foreign is None and not any(g.records for g in self.guidances):
+            if (cond_rows and foreign is None and not any(g.records for g in self.guidances)
+                    and not methods.batch_sensitive(self.patch.settings)):
                 batching = [g for g in self.guidances if g.batches and g.batched_now() and g not in self._blocked]
         try:
             with self.patch:
