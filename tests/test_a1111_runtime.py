@@ -224,6 +224,23 @@ def test_sag_records_the_layer_as_the_webui_computes_it_with_a_hypernetwork(hype
     assert max_abs(layer.to_out(plain), webui_out) > 100 * tol  # far above the tolerance
 
 
+def test_pags_perturbed_layer_is_to_out_of_to_v_of_the_hypernetworks_context(hypernetwork_loaded):
+    """PAG's perturbed layer returns its values: V computed, as A1111 computes it, from the context the
+    loaded hypernetworks give; to_out(to_v(v_in)) exactly."""
+    from lib_sloth.pag import PagPass, PagSettings
+    from lib_sloth.perturbed import PerturbedPlan
+    from lib_sloth.webui.a1111 import _hypernetwork_source
+
+    layer = middle_attn1()
+    x = torch.randn(2, 12, layer.to_q.in_features, generator=torch.Generator().manual_seed(0))
+    plan = PerturbedPlan((((0, 1), PagPass(PagSettings(enabled=True))),), None, (3, 4))
+    k_in, v_in = _hypernetwork_source()(x)
+    with torch.no_grad():
+        out = plan.run(layer, x, k_in, v_in, False)
+        assert torch.equal(out, layer.to_out(layer.to_v(v_in)))
+        assert not torch.allclose(out, layer.to_out(layer.to_v(x)), atol=1e-3)  # the hypernetwork matters here
+
+
 def input_attn1():
     from modules import shared
 

@@ -25,7 +25,8 @@ def test_every_setting_is_explained_in_its_section():
 def test_commands_and_measured_cases_are_listed():
     assert "bash .ci/run" in README and "bash .ci/bench" in README
     measured = README.split("### Measured", 1)[1]
-    for case in [c.name for c in bench.default_cases()] + [c.name for c in bench.sag_cases()]:
+    cases = bench.default_cases() + bench.sag_cases() + bench.guidance_cases()
+    for case in [c.name for c in cases]:
         assert f"| {case} |" in measured, case
 
 
@@ -35,13 +36,15 @@ def test_the_measured_tables_are_the_committed_bench_runs():
     import json
 
     measured = README.split("### Measured", 1)[1].split("\n## ", 1)[0]
-    for name in ("bench-1t.json", "bench-2t.json"):
+    for name in ("bench-1t.json", "bench-2t.json", "bench-guidance-1t.json"):
         assert f"--json docs/bench/{name}" in measured, name
         with open(os.path.join(ROOT, "docs", "bench", name), encoding="utf8") as f:
             report = json.load(f)
         assert bench.table(report["cases"]) in measured, name
-        noise = report["noise"]["1024"]["noise"]
-        assert f"1024² {100 * noise:.1f} %" in measured, name
+        if "1024" in report["noise"]:  # the UNet tables
+            assert f"1024² {100 * report['noise']['1024']['noise']:.1f} %" in measured, name
+        else:  # the guidance table: one CFG step at 512²
+            assert f"512² CFG step {100 * report['noise']['512 cfg step']['noise']:.1f} %" in measured, name
 
 
 def test_the_map_diagrams_are_the_ones_the_command_draws(tmp_path):
