@@ -27,7 +27,7 @@ def identity_attention(layer, v_in: torch.Tensor) -> torch.Tensor:
     """The perturbed layer's attention output before to_out: its values, to_v(v_in) [B, N, heads*d].
 
     v_in: what the layer computes V from [B, N, C] -- x itself, or A1111's hypernetwork-transformed
-    context (lib_sloth.attention.kv_inputs). Every query attends only to itself.
+    context (the patch's kv_source, handed to Plan.run). Every query attends only to itself.
     """
     return layer.to_v(v_in)
 

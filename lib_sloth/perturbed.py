@@ -5,9 +5,10 @@ are perturbed, and the guidance `cfg + scale * (cond - perturbed)` (x0 space).
   window); `pag.PagSettings` and `seg.SegSettings` derive from it.
 - `attention_depths` / `LayerChoice`: which attn1 layers of a UNet a block of settings perturbs,
   counted in levels from the deepest one so a value means the same on SD1.x, SD2.x and SDXL.
-- `rows_routed`: a layer computation that runs the perturbed attention on some rows of a batch and
-  something else (the layer's normal computation) on the others, for the batched perturbed pass.
-- `perturbed_guidance`: the guidance term.
+- `rows_routed` / `PerturbedPlan`: one layer call that runs each guidance's perturbed attention on
+  its own rows and the layer's normal computation on the others (the batched perturbed pass).
+- `perturbed_guidance`: the guidance term; `PerturbedGuidance`: the per-pass guidance object
+  (lib_sloth.guidance) PAG and SEG subclass with their `perturbed_attention`.
 
 Facts behind the defaults: docs/guidance-notes.md.
 """
