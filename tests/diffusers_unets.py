@@ -49,6 +49,17 @@ def sdxl_like_config(cross_attention_dim: int = CONTEXT, added_time: bool = True
     return config
 
 
+def ddim() -> DDIMScheduler:
+    """DDIM with Stable Diffusion's schedule settings."""
+    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                         set_alpha_to_one=False, steps_offset=1)
+
+
+def sd_schedule(cls, **config):
+    """Any scheduler class with Stable Diffusion's training schedule (extra config: prediction_type...)."""
+    return cls(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, **config)
+
+
 def unet(config: dict, seed: int = 0) -> UNet2DConditionModel:
     return randomise(UNet2DConditionModel(**config), seed)
 
@@ -65,7 +76,7 @@ def sd_pipeline(config: dict | None = None, scheduler=None, seed: int = 0, vae: 
     """A StableDiffusionPipeline on a tiny random UNet (default SD1.x-like, DDIM)."""
     pipe = StableDiffusionPipeline(vae=tiny_vae(seed) if vae else None, text_encoder=None, tokenizer=None,
                                    unet=unet(config or sd15_config(), seed),
-                                   scheduler=scheduler or DDIMScheduler(), safety_checker=None,
+                                   scheduler=scheduler or ddim(), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -74,7 +85,7 @@ def sd_pipeline(config: dict | None = None, scheduler=None, seed: int = 0, vae: 
 def sdxl_pipeline(scheduler=None, seed: int = 0):
     pipe = StableDiffusionXLPipeline(vae=None, text_encoder=None, text_encoder_2=None, tokenizer=None,
                                      tokenizer_2=None, unet=unet(sdxl_like_config(), seed),
-                                     scheduler=scheduler or DDIMScheduler())
+                                     scheduler=scheduler or ddim())
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -63,9 +63,9 @@ def _quoted(value: str) -> str:
 class SlothRun:
     """The `with` context of `apply`; see the module docstring."""
 
-    def __init__(self, pipe, settings: Settings = None, seed: int = 0):
-        self.pipe = pipe
-        self.unet: nn.Module = pipe.unet
+    def __init__(self, target, settings: Settings = None, seed: int = 0):
+        self.pipe = target if hasattr(target, "unet") else None  # None: a bare UNet (see `apply`)
+        self.unet: nn.Module = target.unet if self.pipe is not None else target
         self.settings = resolve_settings(settings)
         self.seed = int(seed)
         self.state = EngineState(self.settings, self.seed, layer_index(self.unet))
@@ -75,6 +75,8 @@ class SlothRun:
         self._extra_call = False  # SAG's own UNet call is under way
         self._signature = inspect.signature(self.unet.forward)
         self.sag: Optional[SagAroundUNet] = None
+        self.clock: Optional[SchedulerClock] = None
+        self._pinned = False  # set_step was called: the caller drives the schedule
         self._entered = False
 
     @property
@@ -89,6 +91,12 @@ class SlothRun:
     def rewritten(self):
         """Layer name -> calls rewritten so far (SAG's recorded calls included)."""
         return self.state.rewritten
+
+    def set_step(self, step: int, total: int) -> None:
+        """Pin the schedule position (0-based step, steps of the run) for a caller that drives
+        the UNet itself; pipelines need not call it (the scheduler's clock tells the step)."""
+        self.state.set_step(step, total)
+        self._pinned = True
 
     def maps(self, image) -> list:
         """The "Show Sloth maps" images (PIL), drawn over `image`; [] when maps were off or empty."""
@@ -118,13 +126,16 @@ class SlothRun:
         if not len(self.state.index):
             self.state.note("no self-attention layers found in pipe.unet: nothing patched")
             return
+        scheduler = getattr(self.pipe, "scheduler", None)
+        if scheduler is not None:
+            self.clock = SchedulerClock(scheduler)
+            self._undo.append(self.clock.detach)
         sag = SagPass(self.settings.sag, self.state)
         self._undo.append(sag.close)
-        clock = SchedulerClock(self.pipe.scheduler)
-        self._undo.append(clock.detach)
-        self.clock = clock
-        if sag.active:
-            self.sag = SagAroundUNet(sag, self.pipe, clock, self.state.note)
+        if sag.active and self.clock is not None:
+            self.sag = SagAroundUNet(sag, self.pipe, self.clock, self.state.note)
+        elif sag.active:
+            self.state.note("SAG skipped: it guides a pipeline's CFG and was given a bare UNet")
         pre = self.unet.register_forward_pre_hook(self._unet_starts, with_kwargs=True)
         self._undo.append(pre.remove)
         post = self.unet.register_forward_hook(self._unet_ends, with_kwargs=True, always_call=True)
@@ -149,7 +160,8 @@ class SlothRun:
         if self._extra_call:
             return None
         call = self._bound(args, kwargs)
-        self.state.set_step(*self.clock.now(call["timestep"]))
+        if self.clock is not None and not self._pinned:
+            self.state.set_step(*self.clock.now(call["timestep"]))
         self.state.unet_call_started(tuple(call["sample"].shape[-2:]))
         if self.sag is not None:
             self.sag.before(call)
@@ -197,6 +209,7 @@ class SlothRun:
 
 def apply(pipe, settings: Settings = None, seed: int = 0) -> SlothRun:
     """Sloth on a diffusers pipeline (anything with `.unet`, a UNet2DConditionModel, and
-    `.scheduler`) for the duration of a `with` block. `seed` seeds the methods' own random
+    `.scheduler`) for the duration of a `with` block; or on a bare UNet2DConditionModel, whose
+    caller tells the step with `SlothRun.set_step` (no SAG: it guides a pipeline's CFG). `seed` seeds the methods' own random
     choices (AgentSD's merge destinations), as the WebUIs use the batch's first seed."""
     return SlothRun(pipe, settings, seed)
