@@ -21,12 +21,15 @@ import torch
 from ..prediction import NoiseSpace
 
 
+_ABSENT = object()
+
+
 class SchedulerClock:
     def __init__(self, scheduler):
         self.scheduler = scheduler
         self.iterations = 0  # scheduler.step calls since set_timesteps: the pipeline's loop index
         self.begin: Optional[int] = None  # index in scheduler.timesteps of the run's first iteration
-        self._wrapped: List[Tuple[str, object]] = []
+        self._wrapped: List[Tuple[str, object, object]] = []  # (name, our wrapper, the instance attribute before)
         self._wrap("set_timesteps", self._restarted, after=True)
         self._wrap("step", self._stepped, after=True)
 
@@ -40,8 +43,9 @@ class SchedulerClock:
             then()
             return result
 
-        self.scheduler.__dict__[name] = wrapper  # instance attribute: the class method shows through on detach
-        self._wrapped.append((name, wrapper))
+        before = self.scheduler.__dict__.get(name, _ABSENT)  # someone's own instance wrapper, if any
+        self.scheduler.__dict__[name] = wrapper  # instance attribute: detach puts back what was there
+        self._wrapped.append((name, wrapper, before))
 
     def _restarted(self) -> None:
         self.iterations, self.begin = 0, None
@@ -50,9 +54,13 @@ class SchedulerClock:
         self.iterations += 1
 
     def detach(self) -> None:
-        for name, wrapper in self._wrapped:
-            if self.scheduler.__dict__.get(name) is wrapper:
+        for name, wrapper, before in reversed(self._wrapped):
+            if self.scheduler.__dict__.get(name) is not wrapper:
+                continue  # replaced after us: theirs stays (it may chain to ours, which only counts)
+            if before is _ABSENT:
                 del self.scheduler.__dict__[name]
+            else:
+                self.scheduler.__dict__[name] = before
         self._wrapped.clear()
 
     # ---- reading ----------------------------------------------------------------------------
