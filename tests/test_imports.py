@@ -27,6 +27,17 @@ def test_engine_modules_import_no_webui_module():
         assert not import_graph.external_imports(path) & WEBUI_MODULES, module
 
 
+def test_only_the_diffusers_adapter_imports_diffusers():
+    # the engine and the WebUI side run without diffusers (a test-only dependency); the adapter
+    # imports no WebUI module either
+    for module, path in import_graph.modules().items():
+        external = import_graph.external_imports(path)
+        if module == "lib_sloth.diffusers" or module.startswith("lib_sloth.diffusers."):
+            assert not external & WEBUI_MODULES, module
+            continue
+        assert not external & {"diffusers", "transformers"}, module
+
+
 def test_every_module_imports_alone_in_a_fresh_interpreter():
     # One interpreter, but lib_sloth is dropped from sys.modules before each import, so every
     # module is imported first (as a user's `import lib_sloth.x` would) and a cycle that only
