@@ -72,9 +72,44 @@ def tiny_vae(seed: int = 0) -> AutoencoderKL:
     return randomise(vae, seed)
 
 
-def sd_pipeline(config: dict | None = None, scheduler=None, seed: int = 0, vae: bool = False):
-    """A StableDiffusionPipeline on a tiny random UNet (default SD1.x-like, DDIM)."""
-    pipe = StableDiffusionPipeline(vae=tiny_vae(seed) if vae else None, text_encoder=None, tokenizer=None,
+def _byte_symbols() -> list:
+    """CLIP's byte-level BPE alphabet: one printable character per byte (GPT-2's table)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    extra = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
+
+
+def tiny_text_encoder(folder: str, seed: int = 0, width: int = CONTEXT):
+    """(CLIPTokenizer, CLIPTextModel): a byte-level vocabulary without merges (one token per
+    character) written to `folder`, and a one-layer random text encoder of `width`."""
+    import json
+    import os
+
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    symbols = _byte_symbols()
+    vocab = {t: i for i, t in enumerate([*symbols, *(s + "</w>" for s in symbols), "<|startoftext|>",
+                                         "<|endoftext|>"])}
+    with open(os.path.join(folder, "vocab.json"), "w", encoding="utf8") as f:
+        json.dump(vocab, f)
+    with open(os.path.join(folder, "merges.txt"), "w", encoding="utf8") as f:
+        f.write("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"),
+                              model_max_length=77)
+    torch.manual_seed(seed)
+    encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=width, intermediate_size=2 * width,
+                                           num_hidden_layers=1, num_attention_heads=4, max_position_embeddings=77,
+                                           projection_dim=width))
+    return tokenizer, encoder.eval()
+
+
+def sd_pipeline(config: dict | None = None, scheduler=None, seed: int = 0, vae: bool = False,
+                text_folder: str | None = None):
+    """A StableDiffusionPipeline on a tiny random UNet (default SD1.x-like, DDIM); with a VAE
+    (images out) and, given a folder for its vocabulary, a tokenizer and text encoder (prompts in)."""
+    tokenizer, text_encoder = tiny_text_encoder(text_folder, seed) if text_folder else (None, None)
+    pipe = StableDiffusionPipeline(vae=tiny_vae(seed) if vae else None, text_encoder=text_encoder, tokenizer=tokenizer,
                                    unet=unet(config or sd15_config(), seed),
                                    scheduler=scheduler or ddim(), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)

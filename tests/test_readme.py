@@ -57,3 +57,25 @@ def test_the_map_diagrams_are_the_ones_the_command_draws(tmp_path):
         committed = Image.open(os.path.join(ROOT, "docs", "maps", name)).convert("RGB")
         fresh = Image.open(tmp_path / name).convert("RGB")
         assert committed.size == fresh.size and ImageChops.difference(committed, fresh).getbbox() is None, name
+
+
+def test_the_diffusers_example_runs_as_written(tmp_path):
+    """The README's diffusers block, verbatim, on a tiny random pipeline (tokenizer, text encoder,
+    UNet and VAE) built here: it makes an image, the info text and the maps."""
+    import pytest
+
+    pytest.importorskip("diffusers")
+    import diffusers_unets as du
+    from PIL import Image
+
+    block = README.split("## diffusers", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(block.strip().splitlines()) <= 10
+    pipe = du.sd_pipeline(vae=True, text_folder=str(tmp_path))
+    before = dict(pipe.unet.attn_processors)
+    namespace = {"pipe": pipe}
+    exec(compile(block, "README.md (diffusers)", "exec"), namespace)
+    image, run, maps = namespace["image"], namespace["run"], namespace["maps"]
+    assert isinstance(image, Image.Image) and image.info["parameters"].startswith("Sloth: v1")
+    assert "Sloth NSA:" in image.info["parameters"] and "Sloth SAG:" in image.info["parameters"]
+    assert run.rewritten and len(maps) >= 2 and all(isinstance(m, Image.Image) for m in maps)
+    assert dict(pipe.unet.attn_processors) == before
