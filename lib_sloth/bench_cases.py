@@ -62,8 +62,9 @@ def free_self_attention(unet: torch.nn.Module):
 _NO_FORWARD = object()
 
 
-def ceiling_case() -> Case:
-    return Case("ceiling (attn1 free)", free_self_attention, role="ceiling")
+def ceiling_case(free=None) -> Case:
+    """free(unet): the context that makes every attn1 free (default: ldm's, `free_self_attention`)."""
+    return Case("ceiling (attn1 free)", free or free_self_attention, role="ceiling")
 
 
 # ---- SAG: one CFG step (cond + uncond rows, eps model) with and without the guidance ----------
@@ -137,13 +138,15 @@ def _peak_step(peak_time: float) -> int:
     return round(peak_time * (TOTAL_STEPS - 1))
 
 
-def sloth_case(name: str, data: dict, step: int | None = None) -> Case:
+def sloth_case(name: str, data: dict, step: int | None = None, patch=SlothPatch) -> Case:
+    """A method at `step` (None = its peak): `patch(unet, settings, seed=)` is the context that
+    applies it and has set_step (SlothPatch; lib_sloth.diffusers.apply on the diffusers UNet)."""
     settings = settings_from_dict(data)
 
     @contextlib.contextmanager
     def enter(unet):
-        with SlothPatch(unet, settings, seed=1) as patch:
-            patch.set_step(case_step(step), TOTAL_STEPS)
+        with patch(unet, settings, seed=1) as patched:
+            patched.set_step(case_step(step), TOTAL_STEPS)
             yield
 
     return Case(name, enter)
@@ -187,11 +190,13 @@ def case_step(step: int | None) -> int:
     return _peak_step(0.4) if step is None else step
 
 
-def default_cases() -> List[Case]:
-    """Baseline, ceiling, every Sloth case, tomesd at AgentSD's two ratios, the baseline again."""
-    cases = [unpatched_case(), ceiling_case()]
-    cases += [sloth_case(name, data, step) for name, data, step in SLOTH_CASES]
-    cases += [tomesd_case(0.4), tomesd_case(0.5)]
+def default_cases(patch=SlothPatch, tomesd=None, free=None) -> List[Case]:
+    """Baseline, ceiling, every Sloth case, tomesd at AgentSD's two ratios, the baseline again.
+    Another UNet substrate passes its patch context, tomesd case builder and ceiling context."""
+    tomesd = tomesd or tomesd_case
+    cases = [unpatched_case(), ceiling_case(free)]
+    cases += [sloth_case(name, data, step, patch) for name, data, step in SLOTH_CASES]
+    cases += [tomesd(0.4), tomesd(0.5)]
     cases.append(unpatched_case("unpatched (repeat)", role="repeat"))
     return cases
 

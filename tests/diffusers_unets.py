@@ -14,6 +14,16 @@ from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, St
 from unets import randomise
 
 CONTEXT = 32  # cross-attention width of the tiny UNets (SD1.x: 768)
+# Settings under which each method changes a 32 x 32 latent (tiles of 16 cells: several tiles per
+# level), shared by the adapter and the parity tests; SAG with a lower threshold blurs more cells
+METHODS = {
+    "slothful": {"slothful.enabled": True},
+    "tile": {"tile.enabled": True, "tile.tile_size": 16},
+    "nearsighted": {"nearsighted.enabled": True, "nearsighted.base_tile_size": 16,
+                    "nearsighted.peak_tile_size": 16},
+    "agentsd": {"agentsd.enabled": True},
+    "sag": {"sag.enabled": True, "sag.scale": 1.0, "sag.threshold": 0.5},
+}
 POOLED = 32  # SDXL-like pooled text embedding width
 TIME_DIM = 8  # SDXL-like addition_time_embed_dim
 

@@ -15,14 +15,7 @@ from lib_sloth.diffusers.processor import SlothProcessor  # noqa: E402
 from lib_sloth.fields import SettingsError  # noqa: E402
 
 SIZE = 256  # pixels; no VAE, so the latent is 32 x 32 (the pipeline's vae_scale_factor is 8)
-METHODS = {
-    "slothful": {"slothful.enabled": True},
-    "tile": {"tile.enabled": True, "tile.tile_size": 16},
-    "nearsighted": {"nearsighted.enabled": True, "nearsighted.base_tile_size": 16,
-                    "nearsighted.peak_tile_size": 16},
-    "agentsd": {"agentsd.enabled": True},
-    "sag": {"sag.enabled": True, "sag.scale": 1.0, "sag.threshold": 0.5},
-}
+METHODS = du.METHODS
 NEUTRAL = [None, "off", {"slothful.enabled": False, "tile.enabled": False}, {"sag.enabled": True, "sag.scale": 0},
            {"show_maps": True}]
 

@@ -18,14 +18,8 @@ from lib_sloth.diffusers.layers import layer_index  # noqa: E402
 from lib_sloth.layers import LayerIndex  # noqa: E402
 from noise import SAG_FACTOR, assert_within_noise, max_abs  # noqa: E402
 
-METHODS = {
-    "slothful": {"slothful.enabled": True},
-    "tile": {"tile.enabled": True, "tile.tile_size": 16},
-    "nearsighted": {"nearsighted.enabled": True, "nearsighted.base_tile_size": 16,
-                    "nearsighted.peak_tile_size": 16},
-    "agentsd": {"agentsd.enabled": True},
-}
-SAG = {"sag.enabled": True, "sag.scale": 1.0, "sag.threshold": 0.5}
+METHODS = {name: data for name, data in du.METHODS.items() if name != "sag"}  # SAG: its own test below
+SAG = du.METHODS["sag"]
 STEP, TOTAL = 4, 10  # near the methods' peak (peak_time 0.4)
 # A rewrite is the same engine code on both sides, fed inputs that already differ by the plain
 # UNets' rounding; tiling, pooling and merging move that difference around without growing it

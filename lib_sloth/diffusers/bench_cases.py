@@ -14,7 +14,8 @@ from typing import List
 
 import torch
 
-from ..bench_cases import (SLOTH_CASES, TOTAL_STEPS, Case, case_step, sd15_alphas_cumprod, unpatched_case)
+from .. import bench_cases as ldm_cases
+from ..bench_cases import Case, sd15_alphas_cumprod
 from ..settings import settings_from_dict
 from .layers import find_self_attention
 from .run import apply
@@ -53,18 +54,6 @@ def free_self_attention(unet):
             m.set_processor(p)
 
 
-def sloth_case(name: str, data: dict, step=None) -> Case:
-    settings = settings_from_dict(data)
-
-    @contextlib.contextmanager
-    def enter(unet):
-        with apply(unet, settings, seed=1) as run:
-            run.set_step(case_step(step), TOTAL_STEPS)
-            yield
-
-    return Case(name, enter)
-
-
 def tomesd_case(ratio: float) -> Case:
     @contextlib.contextmanager
     def enter(unet):
@@ -80,11 +69,7 @@ def tomesd_case(ratio: float) -> Case:
 
 
 def default_cases() -> List[Case]:
-    cases = [unpatched_case(), Case("ceiling (attn1 free)", free_self_attention, role="ceiling")]
-    cases += [sloth_case(name, data, step) for name, data, step in SLOTH_CASES]
-    cases += [tomesd_case(0.4), tomesd_case(0.5)]
-    cases.append(unpatched_case("unpatched (repeat)", role="repeat"))
-    return cases
+    return ldm_cases.default_cases(patch=apply, tomesd=tomesd_case, free=free_self_attention)
 
 
 def _cfg_call(unet, x, t, ctx, handle):
