@@ -264,3 +264,47 @@ def test_sdxl_shaped_unet_with_added_time_ids():
     names = {i.name for i in run.state.index.layers.values()}
     assert "down_blocks.2.attentions.0.transformer_blocks.1.attn1" in names  # depth 2 at the deepest level
     assert not any(n.startswith("down_blocks.0") for n in names)  # no attention at the top level
+
+
+@pytest.mark.parametrize("scheduler", ["EulerDiscreteScheduler", "DPMSolverMultistepScheduler",
+                                       "HeunDiscreteScheduler", "EulerAncestralDiscreteScheduler"])
+def test_sag_and_a_rewrite_run_with_any_scheduler_and_guidance_rescale(sd15_pipe, scheduler):
+    import diffusers
+
+    original = sd15_pipe.scheduler
+    sd15_pipe.scheduler = du.sd_schedule(getattr(diffusers, scheduler))
+    try:
+        base = generate(sd15_pipe, steps=3, guidance_rescale=0.7)
+        runs = []
+        out = generate(sd15_pipe, {**METHODS["sag"], "slothful.enabled": True}, steps=3, guidance_rescale=0.7,
+                       run_out=runs)
+        assert (out - base).abs().max() > 1e-3 and runs[0].state.recorder is None
+        assert not any("SAG" in n for n in runs[0].notes), runs[0].notes  # guided at every step
+        assert torch.equal(generate(sd15_pipe, steps=3, guidance_rescale=0.7), base)
+    finally:
+        sd15_pipe.scheduler = original
+
+
+def test_img2img_with_sag_guides_only_the_steps_it_runs():
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    pipe = StableDiffusionImg2ImgPipeline(**du.sd_pipeline().components)
+    pipe.set_progress_bar_config(disable=True)
+    image = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(4))  # latents: no VAE needed
+    cond, uncond = du.embeds()
+    extra_calls = []
+
+    def img2img(settings=None):
+        call = dict(prompt_embeds=cond, negative_prompt_embeds=uncond, image=image, strength=0.5,
+                    num_inference_steps=8, generator=torch.Generator().manual_seed(1), output_type="latent")
+        with torch.no_grad():
+            if settings is None:
+                return pipe(**call).images
+            with apply(pipe, settings) as run:
+                out = pipe(**call).images
+            extra_calls.append(run.extra_unet_calls)
+            return out
+
+    base = img2img()
+    assert (img2img(METHODS["sag"]) - base).abs().max() > 1e-3
+    assert extra_calls == [4]  # one SAG call per step actually run (8 x 0.5)

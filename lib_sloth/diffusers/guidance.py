@@ -52,6 +52,13 @@ class SagAroundUNet:
     def __init__(self, sag: SagPass, pipe, clock, note):
         self.sag, self.pipe, self.clock, self.note = sag, pipe, clock, note
 
+    @property
+    def extra_calls(self) -> int:
+        return self.sag.extra_calls
+
+    def disarm(self) -> None:
+        self.sag.disarm()
+
     def _cfg_rows(self, batch: int) -> int:
         """B, the uncond rows at the front of a CFG call; 0 when this call has no uncond rows."""
         if not getattr(self.pipe, "do_classifier_free_guidance", False) or batch % 2:

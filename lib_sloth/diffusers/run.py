@@ -88,6 +88,11 @@ class SlothRun:
         return infotext_string(self.settings)
 
     @property
+    def extra_unet_calls(self) -> int:
+        """SAG's own UNet calls made so far (one per guided UNet call: its cost)."""
+        return self.sag.extra_calls if self.sag is not None else 0
+
+    @property
     def rewritten(self):
         """Layer name -> calls rewritten so far (SAG's recorded calls included)."""
         return self.state.rewritten
@@ -183,7 +188,7 @@ class SlothRun:
             self.state.unet_call_ended()
             self._block_inputs.clear()
             if self.sag is not None:
-                self.sag.sag.disarm()
+                self.sag.disarm()
 
     def _run_extra(self, sample: torch.Tensor, **kwargs) -> torch.Tensor:
         """SAG's own UNet call: through the processors (the methods apply), recording nothing."""
