@@ -112,7 +112,7 @@ class SlothRun:
     # ---- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> "SlothRun":
         if self._entered:
-            raise RuntimeError("this Sloth run is already active; use a new apply() block")
+            raise RuntimeError("a Sloth run is entered once; use a new apply() block")
         self._entered = True
         if not any_active(self.settings):
             return self
