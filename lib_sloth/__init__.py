@@ -3,9 +3,8 @@
 Pure torch + einops; imports no WebUI module (the adapters live in lib_sloth.webui).
 
     with SlothPatch(unet, settings_from_dict({...}), seed=seed) as patch:
-        sag = SagPass(settings.sag, patch)   # optional: create before the first model call
         patch.set_step(step, total)
-        ...
+        ...   # guidance methods (SAG): patch.guidances, driven as lib_sloth.guidance describes
 """
 from .fields import SettingsError
 from .patch import SlothPatch

@@ -7,7 +7,7 @@ one patched attn1 call does
 
 Tokens are matched on the transformer block's input (LayerCall.block_input, kept by the patch's
 pre-hook on the block; norm1(x) only when no block input is at hand), and to_out runs on the
-merged tokens before the unmerge, as tomesd's ToMeBlock does (so the runner sets `projects_out`).
+merged tokens before the unmerge, as tomesd's ToMeBlock does (`AgentSDPlan.run` applies it).
 With agents A = to_q(merge_agents(x)):
     out = softmax(Q·Aᵀ·d^(-½·k_scale2)) · softmax(A·Kᵀ·d^-½) · V + k_shortcut·V.
 `plan_agentsd` returns None (the original forward) for layers and steps it does not merge.
@@ -15,19 +15,17 @@ Why the metric, seeding, levels and schedule are what they are: docs/design.md.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass
-from functools import partial
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .attention import attend, kv_inputs
+from .attention import attend
 from .fields import SettingsError, Validated, nested, setting, validate
-from .layer_call import LayerCall, Runner
+from .layer_call import LayerCall, Plan
 from .tome import match
 
 AGENT_MAX_DOWNSAMPLE = (1, 2, 4, 8)
@@ -129,30 +127,51 @@ def layer_plan(s: AgentSDSettings, call: LayerCall) -> Optional[AgentLayerPlan]:
     return AgentLayerPlan(name, call.h, call.w, phase.sx, phase.sy, r, agent_r, seed)
 
 
-def plan_agentsd(s: AgentSDSettings, call: LayerCall) -> Optional[Runner]:
+@dataclass(frozen=True, eq=False)
+class AgentSDPlan(Plan):
+    """AgentSD on one call: merge -> (agent) attention -> to_out -> unmerge, as `layer` says."""
+
+    layer: AgentLayerPlan
+    k_scale2: float
+    k_shortcut: float
+    fp32: bool
+    metric: Optional[torch.Tensor]  # the tokens compared for merging (the block input); None = x
+
+    def run(self, layer, x, k_in, v_in, upcast):
+        return agentsd_attention(layer, x, k_in, v_in, plan=self.layer, k_scale2=self.k_scale2,
+                                 k_shortcut=self.k_shortcut, upcast=self.fp32 or upcast, metric=self.metric,
+                                 project=True)
+
+    def keys_per_query(self, h: int, w: int) -> float:
+        # merged queries attend to the agents (agent attention) or to every merged token (ToMe)
+        plan = self.layer
+        return float(plan.agents if plan.agent_r else h * w - plan.r)
+
+
+def plan_agentsd(s: AgentSDSettings, call: LayerCall) -> Optional[AgentSDPlan]:
     plan = layer_plan(s, call)
     if plan is None:
         return None
-    runner = partial(agentsd_attention, plan=plan, k_scale2=s.k_scale2, k_shortcut=s.k_shortcut,
-                     upcast=s.fp32 or call.upcast, metric=call.block_input, project=True)
-    runner.projects_out = True  # the patch must not apply to_out again (layer_call.Runner)
-    return runner
+    return AgentSDPlan(plan, s.k_scale2, s.k_shortcut, s.fp32, call.block_input)
 
 
-def agentsd_attention(module, x: torch.Tensor, *, plan: AgentLayerPlan, k_scale2: float,
+def agentsd_attention(module, x: torch.Tensor, k_in: Optional[torch.Tensor] = None,
+                      v_in: Optional[torch.Tensor] = None, *, plan: AgentLayerPlan, k_scale2: float,
                       k_shortcut: float, upcast: bool, metric: Optional[torch.Tensor] = None,
                       project: bool = False) -> torch.Tensor:
     """Merge -> (agent) attention -> unmerge on x [B, h*w, C] (norm1's output).
 
-    metric: the tokens compared for merging, [B, h*w, C'] (the block input); None = x itself.
-    Returns [B, h*w, inner] before to_out, or with `project` the layer output: to_out applied to
-    the merged tokens, then unmerged.
+    k_in / v_in: what K and V are computed from (None = x; an A1111 hypernetwork gives others),
+    merged like x. metric: the tokens compared for merging, [B, h*w, C'] (the block input); None =
+    x itself. Returns [B, h*w, inner] before to_out, or with `project` the layer output: to_out
+    applied to the merged tokens, then unmerged.
     """
+    k_in = x if k_in is None else k_in
+    v_in = x if v_in is None else v_in
     generator = None if plan.seed is None else torch.Generator().manual_seed(plan.seed)
     matching = match(x if metric is None else metric, plan.h, plan.w, plan.sx, plan.sy, generator)
     merge, unmerge = matching.merging(plan.r)
     merged = merge(x)
-    k_in, v_in = kv_inputs(module, x)  # a K/V source (A1111 hypernetwork) is merged like x
     k_merged = merged if k_in is x else merge(k_in)
     v_merged = merged if v_in is x else (k_merged if v_in is k_in else merge(v_in))
     q, k, v = module.to_q(merged), module.to_k(k_merged), module.to_v(v_merged)
@@ -183,18 +202,3 @@ def agent_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, agents: t
     out = F.scaled_dot_product_attention(q, a, agent_v, scale=d ** (-0.5 * k_scale2))
     out = out + k_shortcut * v
     return rearrange(out, "b h n d -> b n (h d)").to(dtype)
-
-
-# ---- living next to tomesd --------------------------------------------------------------------
-def merged_by_tomesd(block: torch.nn.Module) -> bool:
-    """Whether tomesd (or the original AgentSD) has swapped this transformer block's class.
-
-    Their `ToMeBlock` merges norm1(x) before attn1 is called; `_tome_info` alone is not proof,
-    because tomesd's remove_patch leaves that attribute behind.
-    """
-    return type(block).__name__ == "ToMeBlock"
-
-
-def without_agentsd(settings):
-    """The same SlothSettings with AgentSD switched off (everything else unchanged)."""
-    return settings.replace(agentsd=dataclasses.replace(settings.agentsd, enabled=False))

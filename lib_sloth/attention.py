@@ -23,33 +23,6 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, upcast
     return out.transpose(1, 2).reshape(b, nq, inner).to(dtype)
 
 
-def kv_inputs(module, x: torch.Tensor):
-    """(k_in, v_in): what this layer's K and V are computed from, per token of x.
-
-    (x, x) for a plain layer. A front end can give the patch a K/V source (A1111's hypernetworks
-    transform the self-attention context before to_k / to_v); the patch then hands the rewrites a
-    `WithKVSource` view of the layer, and every rewrite projects K from k_in and V from v_in
-    (pooling, tiling or merging them exactly as it would x). Identity is kept: a source that
-    leaves x alone returns x itself, so rewrites can skip the extra work.
-    """
-    source = getattr(module, "sloth_kv_source", None)
-    return (x, x) if source is None else source(x)
-
-
-class WithKVSource:
-    """A layer seen through a K/V source: every attribute is the layer's, plus the source."""
-
-    def __init__(self, module, source):
-        self.__dict__["_module"] = module
-        self.__dict__["sloth_kv_source"] = source
-
-    def __getattr__(self, name):
-        return getattr(self.__dict__["_module"], name)
-
-    def __call__(self, *args, **kwargs):
-        return self.__dict__["_module"](*args, **kwargs)
-
-
 def autocast_off(device_type: str):
     """A context that turns autocast off on `device_type`, valid on every device torch >= 2.1 runs on.
 

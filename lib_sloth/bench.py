@@ -35,8 +35,8 @@ import torch
 
 from .bench_profile import ATTN1_STAGES, StageClock, attn1_stages
 from .bench_cases import (  # noqa: F401  (re-exported: the cases are part of the bench's interface)
-    SLOTH_CASES, TOTAL_STEPS, Case, SlothPatch, build_unet, case_step, ceiling_case, cfg_step, default_cases,
-    free_self_attention, maps_cases, sag_cases, sdp_attention, sloth_case, tomesd_case, unpatched_case)
+    TOTAL_STEPS, Case, SlothPatch, build_unet, case_step, ceiling_case, cfg_step, default_cases,
+    free_self_attention, maps_cases, sag_cases, sdp_attention, sloth_case, sloth_cases, tomesd_case, unpatched_case)
 
 
 class DeviceClock:

@@ -1,6 +1,8 @@
 """What the benchmark times: the cases (baseline, ceiling, Sloth methods, tomesd, the baseline
-again), the SAG CFG step, the benchmark UNet and the SDPA forward it runs. Shared by
+again), the guided CFG step, the benchmark UNet and the SDPA forward it runs. Shared by
 lib_sloth.bench (the timed table) and lib_sloth.bench_profile (the per-stage profile).
+Every method's rows come from its table entry (`methods.bench_cases`): a per-layer method is
+timed on one UNet forward, a guidance method on a CFG step.
 """
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ from typing import Callable, ContextManager, List
 
 import torch
 
+from . import methods
+from .guidance import GuidedStep
 from .patch import SlothPatch
 from .prediction import NoiseSpace
-from .sag import SagPass
 from .settings import settings_from_dict
 
 TOTAL_STEPS = 20
@@ -67,7 +70,7 @@ def ceiling_case(free=None) -> Case:
     return Case("ceiling (attn1 free)", free or free_self_attention, role="ceiling")
 
 
-# ---- SAG: one CFG step (cond + uncond rows, eps model) with and without the guidance ----------
+# ---- guidance: one CFG step (cond + uncond rows, eps model) with and without it ----------------
 CFG_SCALE = 7.0
 
 
@@ -76,33 +79,59 @@ def sd15_alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1 - betas, 0)
 
 
-def cfg_step(unet, x, t, ctx, sag):
-    """Rows [cond, uncond] of one image; SAG arms the uncond row and adds one batch-1 call."""
-    if sag is not None:
-        sag.arm(slice(-1, None))
+@dataclass
+class GuidedRun:
+    """One timed run of a guided CFG step: its patch, and the bytes of the maps it recorded."""
+
+    patch: SlothPatch
+    map_bytes: int = 0
+
+
+def cfg_step(unet, x, t, ctx, run: "GuidedRun | None"):
+    """Rows [cond, uncond] of one image; every guidance of the run's patch (None = none) records on
+    the uncond row and adds its term, each with its extra batch-1 call."""
+    guidances = run.patch.guidances if run is not None else []
+    for g in guidances:
+        if g.records:
+            g.arm(slice(-1, None))
     out = unet(x, t, ctx)
     cond, uncond = out[:1], out[1:]
     cfg = uncond + CFG_SCALE * (cond - uncond)
-    if sag is not None:
-        sag.map_bytes = sag.recorded.nbytes if sag.recorded is not None else 0
+    if guidances:
+        run.map_bytes = sum(getattr(getattr(g, "recorded", None), "nbytes", 0) for g in guidances)
         space = NoiseSpace.from_alphas_cumprod(sd15_alphas_cumprod(), t[1:], like=x[1:])
-        sag.guide(cfg, x[1:], uncond, lambda xd: unet(xd, t[1:], ctx[1:]), space=space, prediction="eps")
+
+        def call_model(which, xd):
+            rows = slice(1, None) if which == "uncond" else slice(0, 1)
+            return unet(xd, t[rows], ctx[rows])
+
+        step = GuidedStep(x[1:], uncond, cond, call_model, space, "eps")
+        for g in guidances:
+            cfg = g.guide(cfg, step)
+    return cfg
 
 
-def sag_cases() -> List[Case]:
-    settings = settings_from_dict({"sag.enabled": True})
+def guided_case(name: str, data: dict) -> Case:
+    settings = settings_from_dict(data)
 
     @contextlib.contextmanager
-    def with_sag(unet):
+    def enter(unet):
         patch = SlothPatch(unet, settings, seed=1)
-        sag = SagPass(settings.sag, patch)
         with patch:
             patch.set_step(0, TOTAL_STEPS)
-            yield sag
+            yield GuidedRun(patch)
 
-    return [Case("cfg step", lambda unet: contextlib.nullcontext(), cfg_step, role="baseline"),
-            Case("cfg step + SAG", with_sag, cfg_step),
-            Case("cfg step (repeat)", lambda unet: contextlib.nullcontext(), cfg_step, role="repeat")]
+    return Case(name, enter, cfg_step)
+
+
+def sag_cases(case_for=None, step=None) -> List[Case]:
+    """A plain CFG step, each guidance method's rows, the plain step again (the run's noise).
+    Another UNet substrate passes its guided-case builder (name, settings dict) -> Case and its step."""
+    case_for, step = case_for or guided_case, step or cfg_step
+    guided = [case_for(c.name, dict(c.settings)) for m in methods.all_methods() if m.guidance is not None
+              for c in methods.bench_cases(m)]
+    return [Case("cfg step", lambda unet: contextlib.nullcontext(), step, role="baseline"), *guided,
+            Case("cfg step (repeat)", lambda unet: contextlib.nullcontext(), step, role="repeat")]
 
 
 # ---- Show Sloth maps: the recording's cost (each group's first case is its baseline) -----------
@@ -117,12 +146,10 @@ def maps_cases() -> List[List[Case]]:
 
         @contextlib.contextmanager
         def enter(unet):
-            patch = SlothPatch(unet, settings, seed=1)
-            patch.recorder = MapRecorder(settings, 1) if record else None
-            sag = SagPass(settings.sag, patch) if settings.sag.enabled else None
+            patch = SlothPatch(unet, settings, seed=1, recorder=MapRecorder(settings, 1) if record else None)
             with patch:
                 patch.set_step(_peak_step(0.4), TOTAL_STEPS)
-                yield sag
+                yield GuidedRun(patch)
 
         return enter
 
@@ -134,19 +161,19 @@ def maps_cases() -> List[List[Case]]:
              Case("maps on: cfg step + slothful + SAG", patched(sag, True), cfg_step)]]
 
 
-def _peak_step(peak_time: float) -> int:
-    return round(peak_time * (TOTAL_STEPS - 1))
+def _peak_step(progress: float) -> int:
+    return round(progress * (TOTAL_STEPS - 1))
 
 
-def sloth_case(name: str, data: dict, step: int | None = None, patch=SlothPatch) -> Case:
-    """A method at `step` (None = its peak): `patch(unet, settings, seed=)` is the context that
+def sloth_case(name: str, data: dict, progress: float = 0.4, patch=SlothPatch) -> Case:
+    """A method at the step nearest `progress`: `patch(unet, settings, seed=)` is the context that
     applies it and has set_step (SlothPatch; lib_sloth.diffusers.apply on the diffusers UNet)."""
     settings = settings_from_dict(data)
 
     @contextlib.contextmanager
     def enter(unet):
         with patch(unet, settings, seed=1) as patched:
-            patched.set_step(case_step(step), TOTAL_STEPS)
+            patched.set_step(_peak_step(progress), TOTAL_STEPS)
             yield
 
     return Case(name, enter)
@@ -176,18 +203,14 @@ class _Holder(torch.nn.Module):
         self.model.diffusion_model = unet
 
 
-# (case name, settings, step or None = the peak step): the Sloth rows of the table, and of --profile
-SLOTH_CASES = [
-    ("slothful", {"slothful.enabled": True}, None),
-    ("nearsighted tile", {"tile.enabled": True}, None),
-    ("nearsighted attention", {"nearsighted.enabled": True}, None),
-    ("agentsd early", {"agentsd.enabled": True}, 0),
-    ("agentsd late", {"agentsd.enabled": True}, TOTAL_STEPS - 1),
-]
+def sloth_cases() -> List[methods.BenchCase]:
+    """Every per-layer method's bench rows, in the table's order: the Sloth rows of the table and of --profile."""
+    return [c for m in methods.all_methods() if m.plan is not None for c in methods.bench_cases(m)]
 
 
-def case_step(step: int | None) -> int:
-    return _peak_step(0.4) if step is None else step
+def case_step(progress: float) -> int:
+    """The step a bench row is timed at."""
+    return _peak_step(progress)
 
 
 def default_cases(patch=SlothPatch, tomesd=None, free=None) -> List[Case]:
@@ -195,7 +218,7 @@ def default_cases(patch=SlothPatch, tomesd=None, free=None) -> List[Case]:
     Another UNet substrate passes its patch context, tomesd case builder and ceiling context."""
     tomesd = tomesd or tomesd_case
     cases = [unpatched_case(), ceiling_case(free)]
-    cases += [sloth_case(name, data, step, patch) for name, data, step in SLOTH_CASES]
+    cases += [sloth_case(c.name, dict(c.settings), c.progress, patch) for c in sloth_cases()]
     cases += [tomesd(0.4), tomesd(0.5)]
     cases.append(unpatched_case("unpatched (repeat)", role="repeat"))
     return cases

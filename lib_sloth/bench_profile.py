@@ -21,11 +21,10 @@ from typing import Callable, Dict, Iterator, List, Optional
 import torch
 import torch.nn.functional as F
 
-from . import agentsd, nearsighted, sag, slothful, tome
+from . import methods, tome
 from .attention import attend
-from .bench_cases import SLOTH_CASES, TOTAL_STEPS, build_unet, case_step, cfg_step, sag_cases, sdp_attention
+from .bench_cases import TOTAL_STEPS, build_unet, case_step, cfg_step, sag_cases, sdp_attention, sloth_cases
 from .layer_call import LayerCall, TokenGrid
-from .methods import plan_layer
 from .settings import settings_from_dict
 
 STAGES = ("projections", "sdpa", "pooling", "tiling copies", "matching", "merge/unmerge",
@@ -87,25 +86,25 @@ def _replaced(owner, attr: str, value) -> Iterator[None]:
         setattr(owner, attr, saved)
 
 
+def _method_stages(guidance: bool) -> list:
+    """(owner, attribute, stage) of the kernels the per-layer (or guidance) methods declare, each once."""
+    found = {}
+    for m in methods.all_methods():
+        if (m.guidance is not None) == guidance:
+            module = methods.kernel_module(m)
+            for name, stage in m.profile_stages:
+                found.setdefault((module.__name__, name), (module, name, stage))
+    return list(found.values())
+
+
 def layer_names():
     """(owner, attribute, stage) of every engine step a layer profile times."""
-    return [
-        (F, "scaled_dot_product_attention", "sdpa"),
-        (slothful, "reduce_tokens", "pooling"),
-        (nearsighted, "reduce_tokens", "pooling"),
-        (nearsighted, "tile", "tiling copies"),
-        (nearsighted, "tile_with_room", "tiling copies"),
-        (nearsighted, "untile", "tiling copies"),
-        (nearsighted, "pick_in_tiles", "pooling"),
-        (nearsighted, "fill_per_tile", "tiling copies"),
-        (nearsighted, "_with_global", "tiling copies"),
-        (agentsd, "match", "matching"),
-    ]
+    return [(F, "scaled_dot_product_attention", "sdpa"), *_method_stages(guidance=False)]
 
 
 def sag_names():
-    return [(sag, "attention_with_map", "sag map capture"), (sag, "attention_mask", "sag mask + blur"),
-            (sag, "degrade", "sag mask + blur")]
+    """The same for a guided CFG step: what the guidance methods' own kernels cost."""
+    return _method_stages(guidance=True)
 
 
 def _stage_hooks(module: torch.nn.Module, clock: StageClock, name: str) -> list:
@@ -199,14 +198,13 @@ def layer_runners(layer, h: int, w: int, only: Optional[List[str]] = None) -> Di
     Sloth case of the bench at its step (the same runner the patch would choose)."""
     runners: Dict[str, Callable] = {
         "unpatched": lambda x: layer.to_out(attend(layer.to_q(x), layer.to_k(x), layer.to_v(x), layer.heads))}
-    for name, data, step in SLOTH_CASES:
-        if only and name not in only:
+    for case in sloth_cases():
+        if only and case.name not in only:
             continue
-        call = LayerCall("input", TokenGrid(h, w, 0), 2, case_step(step), TOTAL_STEPS, 1)
-        runner = plan_layer(settings_from_dict(data), call)
-        if runner is not None:  # as the patch does: to_out unless the runner applied it (projects_out)
-            runners[name] = (lambda x, r=runner: r(layer, x)) if getattr(runner, "projects_out", False) \
-                else (lambda x, r=runner: layer.to_out(r(layer, x)))
+        call = LayerCall("input", TokenGrid(h, w, 0), 2, case_step(case.progress), TOTAL_STEPS, 1)
+        plan = methods.plan_layer(settings_from_dict(dict(case.settings)), call)
+        if plan is not None:
+            runners[case.name] = lambda x, p=plan: p.run(layer, x, x, x, False)
     return runners
 
 

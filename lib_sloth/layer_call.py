@@ -1,6 +1,7 @@
-"""What a method's planner sees of one self-attention call, and what it hands back."""
+"""What a method's planner sees of one self-attention call (`LayerCall`), and what it hands back (`Plan`)."""
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -8,11 +9,31 @@ import torch
 
 from . import schedule
 
-# A Runner takes the layer module and its input x [B, h*w, C] and returns the attention output
-# [B, h*w, heads*d] before `to_out` (the patch applies to_out, per token). A runner with a true
-# `projects_out` attribute returns the layer's final output itself (AgentSD applies to_out to the
-# merged tokens, before unmerging, as tomesd does).
-Runner = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+
+class Plan(abc.ABC):
+    """A method's decision for one self-attention call: a small frozen dataclass.
+
+    `run(layer, x, k_in, v_in, upcast)` computes the layer's output [B, N, query_dim] (to_out
+    applied) for x [B, N, C]. `layer` exposes to_q, to_k, to_v, a callable to_out and heads.
+    k_in / v_in are what K and V are computed from (x itself for a plain layer: `k_in is x`; A1111
+    hypernetworks give other tensors), and every plan projects K from k_in and V from v_in, pooled,
+    tiled or merged exactly as it treats x. `upcast` asks for fp32 attention.
+
+    The facts the maps and the bench read come from the plan, never from its internals:
+    `keys_per_query` and `tiles`.
+    """
+
+    @abc.abstractmethod
+    def run(self, layer, x: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, upcast: bool) -> torch.Tensor:
+        ...
+
+    @abc.abstractmethod
+    def keys_per_query(self, h: int, w: int) -> float:
+        """Keys each query of an h x w layer attends to, averaged over the queries (h*w = full)."""
+
+    def tiles(self):
+        """The tiling this plan runs (a tiling.TileLayout), or None when it does not tile."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -35,7 +56,6 @@ class LayerCall:
     step: int  # sampling step of the pass, 0-based
     total: int  # steps in this pass
     seed: int
-    upcast: bool = False  # compute rewritten attention in fp32 (the global upcast_attention)
     # the owning transformer block's input x (before norm1) for this call, [B, h*w, C]; None when the
     # block was not entered through its forward. ToMe/AgentSD compare tokens on it.
     block_input: Optional[torch.Tensor] = field(default=None, compare=False, repr=False)
@@ -62,6 +82,6 @@ class LayerCall:
         return self.grid
 
 
-# A planner decides for one method: plan(its settings block, call) -> Runner, or None to leave
+# A planner decides for one method: plan(its settings block, call) -> Plan, or None to leave
 # the call to the original forward (which is what keeps neutral settings bit-identical).
-Planner = Callable[[Any, LayerCall], Optional[Runner]]
+Planner = Callable[[Any, LayerCall], Optional[Plan]]

@@ -9,21 +9,20 @@ pick with the pooled window of the local reduction's size anchored at each picke
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from . import schedule
-from .attention import attend, kv_inputs
+from .attention import attend
 from .fields import Validated, nested, setting
 from .geometry import window_1d, window_2d
-from .layer_call import LayerCall, Runner
-from .slothful import PoolBlock, layer_stride, output_pool_block, pool_block_for, pooling_for, reduce_tokens, \
-    run_slothful
-from .tiling import TileGrid, fill_per_tile, offset_rng, pick_in_tiles, tile, tile_grid, tile_with_room, untile, \
-    with_offsets
+from .layer_call import LayerCall, Plan
+from .slothful import PoolBlock, SlothfulPlan, blended_sources, kv_sources, layer_stride, output_pool_block, \
+    pool_block_for, pooling_for, reduce_tokens
+from .tiling import Rect, TileGrid, TileLayout, fill_per_tile, offset_rng, pick_in_tiles, tile, tile_grid, \
+    tile_with_room, untile, with_offsets
 
 
 @dataclass(frozen=True)
@@ -65,76 +64,98 @@ class NearSightedSettings(Validated):
         return self.enabled
 
 
-def tiled_attention(module, x: torch.Tensor, grid: TileGrid, global_stride: Optional[float],
-                    pool_block: Optional[PoolBlock], pool_stride: float, upcast: bool) -> torch.Tensor:
-    """Near-sighted attention of x: [B, h*w, C] -> [B, h*w, heads*d], before to_out.
+def tile_attention(module, x: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, grid: TileGrid,
+                   global_stride: Optional[float], upcast: bool) -> torch.Tensor:
+    """Near-sighted Tile: x [B, h*w, C] -> [B, h*w, heads*d], before to_out.
 
-    global_stride None = purely local. pool_block None = Near-sighted Tile: local K/V are the tile's
-    own tokens, the global sample a strided 2D pick. Otherwise Near-sighted Attention: Slothful
-    pooling inside each tile (none while pool_stride <= 1) and global_sources() for the global K/V.
+    Each tile's queries attend to the tile's own tokens plus, unless global_stride is None, a
+    strided 2D pick of the whole image (window_2d(global_stride)).
     """
-    b, n, c = x.shape
-    h, w = grid.h, grid.w
-    k_in, v_in = kv_inputs(module, x)  # x itself unless a K/V source (A1111 hypernetwork) is set
-    shared_kv = k_in is x and v_in is x
-    k_in_grid = k_in.view(b, h, w, -1)
-    v_in_grid = k_in_grid if v_in is k_in else v_in.view(b, h, w, -1)
-    q_grid = module.to_q(x).view(b, h, w, -1)
-    pooled_local = pool_block is not None and pool_stride > 1
-    if not pooled_local:
-        k_grid = module.to_k(k_in).view(b, h, w, -1)
-        v_grid = module.to_v(v_in).view(b, h, w, -1)
-
+    b, n, _ = x.shape
+    q_grid = module.to_q(x).view(b, grid.h, grid.w, -1)
+    k_grid, v_grid = _projected_grids(module, k_in, v_in, b, grid.h, grid.w)
     global_k = global_v = None
-    if global_stride is not None and pool_block is None:  # Near-sighted Tile: strided 2D pick
-        gy, gx = window_2d(global_stride, h, w)  # projection commutes with picking: reuse the grid
+    if global_stride is not None:  # projection commutes with picking: pick from the projected grids
+        gy, gx = window_2d(global_stride, grid.h, grid.w)
         global_k = k_grid[:, ::gy, ::gx].reshape(b, -1, k_grid.shape[-1])
         global_v = v_grid[:, ::gy, ::gx].reshape(b, -1, v_grid.shape[-1])
-    elif global_stride is not None:
-        if shared_kv:
-            k_src, v_src = global_sources(x, h, w, global_stride, pool_block, pool_stride)
-        else:  # keys from the K source, values from the V source (A1111 hypernetwork)
-            k_src = global_sources(k_in, h, w, global_stride, pool_block, pool_stride)[0]
-            v_src = global_sources(v_in, h, w, global_stride, pool_block, pool_stride)[1]
-        global_k = module.to_k(k_src)
-        global_v = module.to_v(v_src)
+    return _attend_tiles(module, q_grid, grid, upcast,
+                         lambda rect: _tile_kv(k_grid, v_grid, rect, global_k, global_v)).view(b, n, -1)
 
-    out = q_grid.new_empty(b, h, w, q_grid.shape[-1])
-    g = 0 if global_k is None else global_k.shape[1]
+
+def nearsighted_attention(module, x: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, grid: TileGrid,
+                          global_stride: Optional[float], pool_block: PoolBlock, pool_stride: float,
+                          upcast: bool) -> torch.Tensor:
+    """Near-sighted Attention: x [B, h*w, C] -> [B, h*w, heads*d], before to_out.
+
+    Slothful pooling inside each tile (none while pool_stride <= 1) and, unless global_stride is
+    None, global_sources() of the whole image as the global K/V.
+    """
+    b, n, _ = x.shape
+    h, w = grid.h, grid.w
+    q_grid = module.to_q(x).view(b, h, w, -1)
+    global_k = global_v = None
+    if global_stride is not None:
+        k_src, v_src = kv_sources(x, k_in, v_in,
+                                  lambda t: global_sources(t, h, w, global_stride, pool_block, pool_stride))
+        global_k, global_v = module.to_k(k_src), module.to_v(v_src)
+    if pool_stride <= 1:
+        k_grid, v_grid = _projected_grids(module, k_in, v_in, b, h, w)
+        kv = lambda rect: _tile_kv(k_grid, v_grid, rect, global_k, global_v)  # noqa: E731
+    else:
+        k_in_grid = k_in.view(b, h, w, -1)
+        v_in_grid = k_in_grid if v_in is k_in else v_in.view(b, h, w, -1)
+        kv = lambda rect: _pooled_tile_kv(module, k_in_grid, v_in_grid, rect,  # noqa: E731
+                                          pooling_for(pool_block, pool_stride, rect.bh, rect.bw), global_k, global_v)
+    return _attend_tiles(module, q_grid, grid, upcast, kv).view(b, n, -1)
+
+
+def _projected_grids(module, k_in: torch.Tensor, v_in: torch.Tensor, b: int, h: int, w: int):
+    """K and V of every token, as [B, h, w, C] grids."""
+    return module.to_k(k_in).view(b, h, w, -1), module.to_v(v_in).view(b, h, w, -1)
+
+
+def _attend_tiles(module, q_grid: torch.Tensor, grid: TileGrid, upcast: bool, kv_for) -> torch.Tensor:
+    """Attention of each tile's queries over kv_for(rect) -> (k, v), written back into one
+    [B, h, w, heads*d] output."""
+    out = q_grid.new_empty(q_grid.shape)
     for rect in grid.rects():
-        q = tile(q_grid, rect)
-        # K/V of each tile are built in one buffer: the local tokens, then the global sample
-        # (copied once per tile by broadcast; no concatenation copy)
-        if pooled_local:
-            pooling = pooling_for(pool_block, pool_stride, rect.bh, rect.bw)
-            if pooling is None:
-                k_local = tile(k_in_grid, rect)
-                v_local = k_local if v_in_grid is k_in_grid else tile(v_in_grid, rect)
-                k, v = module.to_k(k_local), module.to_v(v_local)
-            elif pooling.picks_only and pooling.mode.startswith("2D"):
-                # the strided pick of each tile, straight from the grid: only picked tokens are copied
-                k_src = pick_in_tiles(k_in_grid, rect, pooling.window)
-                v_src = k_src if v_in_grid is k_in_grid else pick_in_tiles(v_in_grid, rect, pooling.window)
-                k, v = module.to_k(k_src), module.to_v(v_src)
-            else:
-                k_local = tile(k_in_grid, rect)
-                v_local = k_local if v_in_grid is k_in_grid else tile(v_in_grid, rect)
-                if shared_kv:
-                    k_src, v_src = reduce_tokens(k_local, rect.bh, rect.bw, pooling)
-                else:
-                    k_src = reduce_tokens(k_local, rect.bh, rect.bw, pooling)[0]
-                    v_src = reduce_tokens(v_local, rect.bh, rect.bw, pooling)[1]
-                k = module.to_k(k_src)
-                v = module.to_v(v_src)
-            if g:
-                k, v = _with_global(k, global_k), _with_global(v, global_v)
+        k, v = kv_for(rect)
+        untile(attend(tile(q_grid, rect), k, v, module.heads, upcast), rect, out)
+    return out
+
+
+def _tile_kv(k_grid: torch.Tensor, v_grid: torch.Tensor, rect: Rect, global_k: Optional[torch.Tensor],
+             global_v: Optional[torch.Tensor]):
+    """Each tile's own K/V followed by the global sample, built in one buffer (the global tokens
+    copied once per tile by broadcast; no concatenation copy)."""
+    g = 0 if global_k is None else global_k.shape[1]
+    k, v = tile_with_room(k_grid, rect, g), tile_with_room(v_grid, rect, g)
+    if g:
+        fill_per_tile(k, global_k, rect.bh * rect.bw)
+        fill_per_tile(v, global_v, rect.bh * rect.bw)
+    return k, v
+
+
+def _pooled_tile_kv(module, k_in_grid: torch.Tensor, v_in_grid: torch.Tensor, rect: Rect, pooling,
+                    global_k: Optional[torch.Tensor], global_v: Optional[torch.Tensor]):
+    """Each tile's K/V from its Slothful reduction (`pooling`; None = every token), then the global sample."""
+    if pooling is not None and pooling.picks_only and pooling.mode.startswith("2D"):
+        # the strided pick of each tile, straight from the grid: only picked tokens are copied
+        k_src = pick_in_tiles(k_in_grid, rect, pooling.window)
+        v_src = k_src if v_in_grid is k_in_grid else pick_in_tiles(v_in_grid, rect, pooling.window)
+    else:
+        k_local = tile(k_in_grid, rect)
+        v_local = k_local if v_in_grid is k_in_grid else tile(v_in_grid, rect)
+        if pooling is None:
+            k_src, v_src = k_local, v_local
         else:
-            k, v = tile_with_room(k_grid, rect, g), tile_with_room(v_grid, rect, g)
-            if g:
-                fill_per_tile(k, global_k, rect.bh * rect.bw)
-                fill_per_tile(v, global_v, rect.bh * rect.bw)
-        untile(attend(q, k, v, module.heads, upcast), rect, out)
-    return out.view(b, n, -1)
+            k_src, v_src = kv_sources(k_local, k_local, v_local,
+                                      lambda t: reduce_tokens(t, rect.bh, rect.bw, pooling))
+    k, v = module.to_k(k_src), module.to_v(v_src)
+    if global_k is not None:
+        k, v = _with_global(k, global_k), _with_global(v, global_v)
+    return k, v
 
 
 def global_sources(x: torch.Tensor, h: int, w: int, global_stride: float, block: PoolBlock,
@@ -164,14 +185,7 @@ def global_sources(x: torch.Tensor, h: int, w: int, global_stride: float, block:
     pooled = pick
     if need_pool:
         pooled = _pool_at(rows.permute(0, 3, 1, 2), size, step, block.mode.endswith("MAX")).permute(0, 2, 3, 1)
-
-    def blend(weight: float) -> torch.Tensor:
-        src = pick if weight == 0 else (pooled if weight == 1 else torch.lerp(pick, pooled, weight))
-        return src.reshape(b, -1, c)
-
-    k_src = blend(block.k_blend)
-    v_src = k_src if block.v_blend == block.k_blend else blend(block.v_blend)
-    return k_src, v_src
+    return blended_sources(pick, pooled, block.k_blend, block.v_blend)
 
 
 def _pool_at(grid: torch.Tensor, size: tuple, step: tuple, use_max: bool) -> torch.Tensor:
@@ -198,8 +212,69 @@ def _with_global(local: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return buf
 
 
+# ---- plans ------------------------------------------------------------------------------------
+def _keys_per_query(grid: TileGrid, global_keys: int, local_keys) -> float:
+    """Keys each query sees, averaged over the queries: its tile's local_keys(rect) plus the global sample."""
+    pairs = sum(rect.tiles * rect.bh * rect.bw * (local_keys(rect) + global_keys) for rect in grid.rects())
+    return pairs / float(grid.h * grid.w)
+
+
+@dataclass(frozen=True)
+class TilePlan(Plan):
+    """Near-sighted Tile on one call: `grid` (seams placed) and the global pick's stride (None = none)."""
+
+    grid: TileGrid
+    global_stride: Optional[float]
+    tile_size: int
+    global_ratio: float
+
+    def run(self, layer, x, k_in, v_in, upcast):
+        return layer.to_out(tile_attention(layer, x, k_in, v_in, self.grid, self.global_stride, upcast))
+
+    def tiles(self) -> TileLayout:
+        window = None if self.global_stride is None else window_2d(self.global_stride, self.grid.h, self.grid.w)
+        return TileLayout(self.grid, window, None, self.tile_size, self.global_ratio, "Near-sighted Tile")
+
+    def keys_per_query(self, h: int, w: int) -> float:
+        return _keys_per_query(self.grid, self.tiles().global_keys(), lambda rect: rect.bh * rect.bw)
+
+
+@dataclass(frozen=True)
+class NearSightedPlan(Plan):
+    """Near-sighted Attention on one tiled call: tiles, local pooling (`block` at `pool_stride`) and
+    the global sample at `global_stride` (None = none)."""
+
+    grid: TileGrid
+    global_stride: Optional[float]
+    block: PoolBlock
+    pool_stride: float
+    tile_size: int
+    global_ratio: float
+    peak_time: float
+
+    def run(self, layer, x, k_in, v_in, upcast):
+        return layer.to_out(nearsighted_attention(layer, x, k_in, v_in, self.grid, self.global_stride, self.block,
+                                                  self.pool_stride, upcast))
+
+    def tiles(self) -> TileLayout:
+        window = step_1d = None
+        if self.global_stride is not None and self.block.mode.startswith("1D"):
+            step_1d = window_1d(self.global_stride, self.grid.h * self.grid.w)
+        elif self.global_stride is not None:
+            window = window_2d(self.global_stride, self.grid.h, self.grid.w)
+        return TileLayout(self.grid, window, step_1d, self.tile_size, self.global_ratio, "Near-sighted Attention",
+                          self.peak_time)
+
+    def keys_per_query(self, h: int, w: int) -> float:
+        def local(rect) -> int:
+            pooling = pooling_for(self.block, self.pool_stride, rect.bh, rect.bw) if self.pool_stride > 1 else None
+            return rect.bh * rect.bw if pooling is None else pooling.tokens_left(rect.bh, rect.bw)
+
+        return _keys_per_query(self.grid, self.tiles().global_keys(), local)
+
+
 # ---- planning ---------------------------------------------------------------------------------
-def plan_tile(s: TileSettings, call: LayerCall) -> Optional[Runner]:
+def plan_tile(s: TileSettings, call: LayerCall) -> Optional[TilePlan]:
     if not s.enabled or call.level >= s.max_depth:
         return None
     grid = tile_grid(call.h, call.w, s.tile_size)
@@ -207,8 +282,7 @@ def plan_tile(s: TileSettings, call: LayerCall) -> Optional[Runner]:
         return None
     grid = with_offsets(grid, offset_rng(call.seed, call.step, call.level))
     global_stride = grid.tiles / s.global_ratio if s.global_ratio > 0 else None
-    return partial(tiled_attention, grid=grid, global_stride=global_stride, pool_block=None,
-                   pool_stride=1.0, upcast=call.upcast)
+    return TilePlan(grid, global_stride, s.tile_size, s.global_ratio)
 
 
 def nearsighted_shape(s: NearSightedSettings, progress: float):
@@ -218,7 +292,7 @@ def nearsighted_shape(s: NearSightedSettings, progress: float):
     return tile_size, schedule.lerp(s.base_global_ratio, s.peak_global_ratio, tr)
 
 
-def plan_nearsighted(s: NearSightedSettings, call: LayerCall) -> Optional[Runner]:
+def plan_nearsighted(s: NearSightedSettings, call: LayerCall) -> Optional[Plan]:
     if not s.enabled:
         return None
     block = pool_block_for(call.block, s.keep_middle, s.input, s.output)
@@ -229,10 +303,10 @@ def plan_nearsighted(s: NearSightedSettings, call: LayerCall) -> Optional[Runner
         if grid.tiles > 1:
             grid = with_offsets(grid, offset_rng(call.seed, call.step, call.level))
             global_stride = max(1.0, stride) * grid.tiles / global_ratio if global_ratio > 0 else None
-            return partial(tiled_attention, grid=grid, global_stride=global_stride, pool_block=block,
-                           pool_stride=stride, upcast=call.upcast)
+            return NearSightedPlan(grid, global_stride, block, stride, int(tile_size), float(global_ratio),
+                                   s.peak_time)
     # deeper levels, and levels that fit in one tile, get plain Slothful
     pooling = pooling_for(block, stride, call.h, call.w) if block else None
     if pooling is None:
         return None
-    return partial(run_slothful, h=call.h, w=call.w, pooling=pooling, upcast=call.upcast)
+    return SlothfulPlan(call.h, call.w, pooling)

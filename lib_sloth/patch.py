@@ -7,32 +7,41 @@
 
 `unet` is the diffusion model (the module with input_blocks / middle_block / output_blocks).
 While the block runs, the forward of the attention classes its attn1 layers use is replaced
-(lib_sloth.forward_patch); each call is planned here (interceptors first, then the method
-table's planners) and otherwise chained, unchanged, to the forward installed before. Everything
-is put back on exit, exception or KeyboardInterrupt. All per-pass state lives on this object.
+(lib_sloth.forward_patch); each call is planned here (interceptors and guidances first, then the
+method table's planners) and otherwise chained, unchanged, to the forward installed before.
+Everything is put back on exit, exception or KeyboardInterrupt. All per-pass state lives on this
+object, including the pass's guidance objects (`guidances`, one per active guidance method).
+
+A front end hands its policies over at construction: `kv_source(x) -> (k_in, v_in)` (what K and V
+are computed from: A1111's hypernetworks), `upcast_for(layer) -> bool` (the WebUI's precision
+choice), `recorder` ("Show Sloth maps"), and, for a UNet of another layout, its own `layers`
+index with `forwards=False` (it then routes attention calls to `attention_call` itself).
 """
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from .attention import WithKVSource
-from .agentsd import merged_by_tomesd, without_agentsd
+import contextlib
+
+from . import methods
 from .forward_patch import ForwardPatcher
-from .layer_call import LayerCall, Runner
+from .layer_call import LayerCall, Plan
 from .layers import LayerIndex, LayerInfo
-from .methods import any_active, plan_layer
 from .settings import SlothSettings
+from .tome import merged_by_tomesd
 
 # keyword arguments that mean "not a plain self-attention call": leave those to the original
 _FOREIGN_INPUTS = ("context", "mask", "value", "additional_tokens")
 
-# An interceptor may take over a call before the planners (SAG records its map this way). It
-# also sees calls whose grid is unknown (call.grid None); planners never do.
-Interceptor = Callable[[nn.Module, LayerInfo, torch.Tensor, LayerCall], Optional[Runner]]
+# An interceptor may take over a call before the guidances and planners (tests, extensions of the
+# extension). It also sees calls whose grid is unknown (call.grid None); planners never do.
+Interceptor = Callable[[nn.Module, LayerInfo, torch.Tensor, LayerCall], Optional[Plan]]
+KVSource = Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+TOMESD_WHERE = "token merging (tomesd, e.g. the WebUI's 'Token merging ratio') is active on this UNet"
 
 
 # A1111's built-in HyperTile (extensions-builtin/hypertile/hypertile.py, hypertile_hook_model)
@@ -58,7 +67,9 @@ def _self_context_dropped(x, args, kwargs):
 
 
 class SlothPatch:
-    def __init__(self, unet: nn.Module, settings: SlothSettings, seed: int = 0):
+    def __init__(self, unet: nn.Module, settings: SlothSettings, seed: int = 0, *,
+                 kv_source: Optional[KVSource] = None, upcast_for: Optional[Callable[[nn.Module], bool]] = None,
+                 recorder=None, layers: Optional[LayerIndex] = None, forwards: bool = True):
         self.unet = unet
         self.settings = settings
         self.seed = int(seed)
@@ -66,23 +77,47 @@ class SlothPatch:
         self.total = 1
         self.latent_hw: Optional[tuple] = None  # (H, W) of the current UNet call's latent
         self.notes: List[str] = []
+        # kv_source(x) -> (k_in, v_in): what the layer's K and V are computed from (None = x itself).
+        # upcast_for(layer) -> bool: the WebUI's own precision choice (None = the layer's attn_precision,
+        # which ldm_patched / ComfyUI set to torch.float32 per layer). settings.upcast_attention forces fp32.
+        self.kv_source = kv_source
+        self.upcast_for = upcast_for
+        self.recorder = recorder  # a maps.MapRecorder when the user asked for maps; None = record nothing
         self.interceptors: List[Interceptor] = []
-        self.recorder = None  # a maps.MapRecorder when the user asked for maps; None = record nothing
-        self.index: Optional[LayerIndex] = None  # built at the first install, again only after `retarget`
+        self.index: Optional[LayerIndex] = layers  # built at the first install, again only after `retarget`
         self.rewritten: Counter = Counter()  # layer name -> calls rewritten, for info and tests
+        self.extra_calls: Counter = Counter()  # guidance method name -> extra UNet calls made, likewise
+        self.guidances: list = []  # the pass's lib_sloth.guidance.Guidance objects (they join at creation)
+        self._forwards = forwards
+        self._extra_of = None  # the guidance whose extra UNet call is running; None = the normal pass
         self._block_inputs: Dict[nn.Module, torch.Tensor] = {}  # attn1 -> its block's input, this call
         self._plan_settings = settings  # what the planners see this forward (see _settings_now)
         self._entered = 0
+        self._retargeting = False
         # a forward replaced while patched is noted, except when retargeting: the WebUI's model load re-applies its own
         self._patcher = ForwardPatcher(lambda message: None if self._retargeting else self.note(message))
-        # Set by a front end (the engine stays WebUI-free), read at every call:
-        # kv_source(x) -> (k_in, v_in): what the layer's K and V are computed from (A1111 passes its
-        # hypernetworks); None = x itself. upcast_for(layer) -> bool: the WebUI's own precision choice
-        # (A1111's "Upcast cross attention layer to float32"); None = the layer's `attn_precision`
-        # (ldm_patched / ComfyUI set torch.float32 per layer). settings.upcast_attention forces fp32.
-        self._retargeting = False
-        self.kv_source: Optional[Callable] = None
-        self.upcast_for: Optional[Callable[[nn.Module], bool]] = None
+        for method in methods.guidance_methods(settings):
+            method.guidance(method.block(settings), self)
+
+    def guidance(self, name: str):
+        """This pass's guidance object of method `name`, or None when that method is not active."""
+        kind = methods.get(name).guidance
+        return next((g for g in self.guidances if type(g) is kind), None)
+
+    @contextlib.contextmanager
+    def extra_pass(self, guidance):
+        """While the block runs, attention calls belong to `guidance`'s extra UNet call: only its
+        `perturb_plan` plans them (the other guidances record nothing)."""
+        outer, self._extra_of = self._extra_of, guidance
+        self.extra_calls[methods.method_of(guidance).name] += 1
+        try:
+            yield
+        finally:
+            self._extra_of = outer
+
+    @property
+    def in_extra_pass(self) -> bool:
+        return self._extra_of is not None
 
     @property
     def layers(self) -> Dict[nn.Module, LayerInfo]:
@@ -107,7 +142,7 @@ class SlothPatch:
     # ---- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> "SlothPatch":
         self._entered += 1
-        if self._entered == 1 and (any_active(self.settings) or self.interceptors):
+        if self._entered == 1 and self._wanted():
             try:
                 self._install()
             except BaseException:
@@ -122,6 +157,10 @@ class SlothPatch:
             self._uninstall()
         return False
 
+    def _wanted(self) -> bool:
+        """Whether anything could change a call: else nothing is installed (bit-identical by construction)."""
+        return methods.any_active(self.settings) or bool(self.interceptors) or bool(self.guidances)
+
     def _install(self) -> None:
         if self.index is None:
             self.index = LayerIndex(self.unet)
@@ -130,14 +169,16 @@ class SlothPatch:
             return
         handle = self.unet.register_forward_pre_hook(self._record_latent, with_kwargs=True)
         self._patcher.on_restore(handle.remove)
-        # the block input is ToMe's similarity metric (LayerCall.block_input); only AgentSD reads it, and
-        # the settings are fixed for the patch's life, so other methods keep the blocks hook-free
-        for block in self.index.owners if self.settings.agentsd.enabled else ():
+        # the block input (LayerCall.block_input) is hooked only when an enabled method reads it; the
+        # settings are fixed for the patch's life, so otherwise the blocks stay hook-free
+        for block in self.index.owners if methods.needs_block_input(self.settings) else ():
             handle = block.register_forward_pre_hook(self._block_input_recorder(block.attn1), with_kwargs=True)
             self._patcher.on_restore(handle.remove)
         if any(merged_by_tomesd(b) for b in self.index.owners):
             self.note("token merging (tomesd) is active on this UNet; layers whose tokens it merged "
                       "are left unchanged")
+        if not self._forwards:
+            return  # the front end routes attention calls to `attention_call` itself
         for cls in {type(m) for m in self.index}:
             self._patcher.patch_class(cls, self._class_forward)
         shadowed = [m for m in self.index if "forward" in m.__dict__]
@@ -161,8 +202,8 @@ class SlothPatch:
                 self._uninstall()
             finally:
                 self._retargeting = False
-        self.unet, self.index = unet, None
-        if active and (any_active(self.settings) or self.interceptors):
+        self.unet, self.index = unet, None  # a retargeted UNet is indexed the ldm way
+        if active and self._wanted():
             self._install()
         return True
 
@@ -191,42 +232,47 @@ class SlothPatch:
         self._plan_settings = self._settings_now()
 
     def _settings_now(self) -> SlothSettings:
-        """The settings, minus AgentSD while tomesd merges this UNet's blocks: never merge twice.
+        """The settings, minus the methods that stand down while tomesd merges this UNet's blocks.
 
         Checked every UNet forward, because the WebUI (re)applies its token merging per pass.
         """
-        if not self.settings.agentsd.enabled or not any(merged_by_tomesd(b) for b in self.index.owners):
+        yielding = methods.standing_down_for_token_merging(self.settings)
+        if not yielding or not any(merged_by_tomesd(b) for b in self.index.owners):
             return self.settings
-        self.note("AgentSD skipped: token merging (tomesd, e.g. the WebUI's 'Token merging ratio') is active "
-                  "on this UNet, and tokens must not be merged twice; set that ratio to 0 to use AgentSD")
-        return without_agentsd(self.settings)
+        for method in yielding:
+            self.note(methods.token_merging_note(method, TOMESD_WHERE))
+        return methods.without(self.settings, [m.name for m in yielding])
 
     # ---- the patched forwards ----------------------------------------------------------------
     def _class_forward(self, original):
-        runner_for, view_of = self._runner_for, self._view
+        attention_call = self.attention_call
 
         def forward(module, x, *args, **kwargs):
-            runner = runner_for(module, x, args, kwargs)
-            if runner is None:
-                return original(module, x, *args, **kwargs)
-            return _finish(module, runner, view_of(module), x)
+            out = attention_call(module, x, args, kwargs)
+            return original(module, x, *args, **kwargs) if out is None else out
 
         return forward
 
     def _own_forward(self, module, original):
-        runner_for, view_of = self._runner_for, self._view
+        attention_call = self.attention_call
 
         def forward(x, *args, **kwargs):
-            runner = runner_for(module, x, args, kwargs)
-            if runner is None:
-                return original(x, *args, **kwargs)
-            return _finish(module, runner, view_of(module), x)
+            out = attention_call(module, x, args, kwargs)
+            return original(x, *args, **kwargs) if out is None else out
 
         return forward
 
     # ---- per call ---------------------------------------------------------------------------
-    def _runner_for(self, module, x, args, kwargs) -> Optional[Runner]:
-        """The plan for one attn1 call: a Runner, or None to chain to the original forward."""
+    def attention_call(self, module, x: torch.Tensor, args=(), kwargs=None) -> Optional[torch.Tensor]:
+        """The output of one attn1 call when a plan rewrites it; None = the caller runs its original."""
+        plan = self._plan_for(module, x, args, kwargs or {})
+        if plan is None:
+            return None
+        k_in, v_in = (x, x) if self.kv_source is None else self.kv_source(x)
+        return plan.run(module, x, k_in, v_in, self.wants_upcast(module))
+
+    def _plan_for(self, module, x, args, kwargs) -> Optional[Plan]:
+        """The plan for one attn1 call, or None to chain to the original forward."""
         block_input = self._block_inputs.pop(module, None)  # taken once: never a stale one
         info = self.index.get(module) if self.index is not None else None
         if info is None or self.latent_hw is None or x.dim() != 3:
@@ -244,26 +290,36 @@ class SlothPatch:
         if grid is None:
             self.note(f"{info.name}: {x.shape[1]} tokens match no grid of the "
                       f"{self.latent_hw[0]}x{self.latent_hw[1]} latent (merged by another extension?); left unchanged")
-            if not self.interceptors:
+            if not self.interceptors and not self.guidances:
                 return None
-            # interceptors still see it (SAG records its map under Kohya-style shrinks and
+            # interceptors and guidances still see it (SAG records its map under Kohya-style shrinks and
             # factorises the grid later); planners never run without a grid
         if block_input is not None and block_input.shape[:2] != x.shape[:2]:
             block_input = None  # something between the block and attn1 changed the tokens
-        call = LayerCall(info.block, grid, x.shape[0], self.step, self.total, self.seed,
-                         self.wants_upcast(module), block_input)
-        runner = None
-        for interceptor in self.interceptors:
-            runner = interceptor(module, info, x, call)
-            if runner is not None:
-                break
-        else:
-            runner = plan_layer(self._plan_settings, call) if grid is not None else None
-        if runner is not None:
+        call = LayerCall(info.block, grid, x.shape[0], self.step, self.total, self.seed, block_input)
+        plan = self._intercepted(module, info, x, call)
+        if plan is None and grid is not None:
+            plan = methods.plan_layer(self._plan_settings, call)
+        if plan is not None:
             self.rewritten[info.name] += 1
         if self.recorder is not None and grid is not None:
-            self.recorder.layer(call, runner, self.latent_hw)
-        return runner
+            self.recorder.layer(call, plan, self.latent_hw)
+        return plan
+
+    def _intercepted(self, module, info, x, call) -> Optional[Plan]:
+        """A plan from an interceptor, or from the guidances: during a guidance's extra call its
+        perturbation only, otherwise every guidance's recording."""
+        for interceptor in self.interceptors:
+            plan = interceptor(module, info, x, call)
+            if plan is not None:
+                return plan
+        if self._extra_of is not None:
+            return self._extra_of.perturb_plan(module, info, x, call)
+        for guidance in self.guidances:
+            plan = guidance.record_plan(module, info, x, call)
+            if plan is not None:
+                return plan
+        return None
 
     def wants_upcast(self, module) -> bool:
         """Whether rewritten attention of this layer runs in fp32: forced by upcast_attention, else
@@ -273,14 +329,3 @@ class SlothPatch:
         if self.upcast_for is not None:
             return bool(self.upcast_for(module))
         return getattr(module, "attn_precision", None) is torch.float32
-
-    def _view(self, module):
-        """The layer as the rewrites see it: with the front end's K/V source, when there is one."""
-        return module if self.kv_source is None else WithKVSource(module, self.kv_source)
-
-
-def _finish(module: nn.Module, runner: Runner, view, x: torch.Tensor) -> torch.Tensor:
-    """The layer's output from a runner (given the layer's view): to_out per token, unless the runner
-    applied it itself (layer_call.Runner)."""
-    out = runner(view, x)
-    return out if getattr(runner, "projects_out", False) else module.to_out(out)

@@ -1,15 +1,12 @@
 """Self-Attention Guidance (Hong et al., ICCV 2023), backend-independent.
 
-A front end does three things per CFG step, all on one `SagPass` created before the
-SlothPatch is entered (its interceptor must be there when the patch installs):
+SAG is a guidance method (lib_sloth.guidance): the patch of a pass with SAG on holds one
+`SagPass`, and a front end drives it per CFG step as it drives every guidance:
 
-    sag = SagPass(settings.sag, patch)               # once per sampling pass
-    with patch:
-        ...                                          # per denoiser call:
-        sag.arm(uncond_rows)                         # before the UNet call(s) holding the uncond rows
-        out = model(x_in, sigma_in, cond_in)         # the middle block's first attn1 records its map
-        cfg = combine(out)                           # the WebUI's own CFG combine
-        cfg = sag.guide(cfg, x, out[uncond_rows], call_model, space=..., prediction=...)
+    sag.arm(uncond_rows)                         # before the UNet call(s) holding the uncond rows
+    out = model(x_in, sigma_in, cond_in)         # the middle block's first attn1 records its map
+    cfg = combine(out)                           # the WebUI's own CFG combine
+    cfg = sag.guide(cfg, GuidedStep(x, out[uncond_rows], None, call_model, space, prediction))
 
 `guide` drops the map whatever happens and returns cfg + scale * (degraded - sag_pred), where
 degraded is the uncond prediction blurred where the uncond attends most and sag_pred the model's
@@ -21,15 +18,17 @@ Why this form, the re-noising and the memory bound: docs/design.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 
 from .fields import Validated, setting
+from .guidance import Guidance, GuidedStep
+from .layer_call import Plan
+from .maps import Overlay
 from .prediction import NoiseSpace
 from .sag_capture import RECORDED_BLOCK, RECORDED_INDEX, Rows, SagMap, attention_with_map, resolve_rows
-from .sag_mask import attention_mask, degrade
+from .sag_mask import attention_mask, degrade, mask_from_received, mid_grid, received_attention
 
 
 @dataclass(frozen=True)
@@ -103,45 +102,42 @@ def sag_guidance_pred(kind: str, cfg: torch.Tensor, x: torch.Tensor, uncond: tor
 # ---------------------------------------------------------------------------------------------
 # Per-pass state
 # ---------------------------------------------------------------------------------------------
-class SagPass:
-    """SAG state for one sampling pass: the armed rows and at most one recorded map.
+@dataclass(frozen=True, eq=False)
+class MapRecordingPlan(Plan):
+    """The recorded layer's full self-attention, keeping the fp32 map of `rows` through `keep`."""
 
-    Created with a SlothPatch, it adds its interceptor to patch.interceptors (create it before
-    entering the patch). Inactive settings (off or scale 0) add nothing, so the pass is
-    bit-identical to one without SAG. `patch` may be None for a front end that records the map
-    itself (e.g. through ComfyUI/Forge attention replacement) and only calls sag_guidance.
+    rows: Tuple[int, ...]
+    grid: Optional[Tuple[int, int]]  # (h, w) when the patch knew it; None = factorised from the map later
+    keep: Callable[[SagMap], None]
+
+    def run(self, layer, x, k_in, v_in, upcast):
+        out, probs = attention_with_map(layer, x, k_in, v_in, list(self.rows), upcast)
+        self.keep(SagMap(probs, layer.heads, len(self.rows), self.grid))  # a later call replaces it
+        return layer.to_out(out)
+
+    def keys_per_query(self, h: int, w: int) -> float:
+        return float(h * w)  # full attention, with an explicit map for the uncond rows
+
+
+class SagPass(Guidance):
+    """SAG for one sampling pass: the armed rows and at most one recorded map.
+
+    Inactive settings (off or scale 0) join no patch, so the pass is bit-identical to one
+    without SAG. The map is taken by `guide` and never kept past one step.
     """
 
-    def __init__(self, settings: SagSettings, patch=None, upcast: Optional[bool] = None):
-        self.settings = settings
-        self.patch = patch
-        self.upcast = bool(getattr(getattr(patch, "settings", None), "upcast_attention", False)
-                           if upcast is None else upcast)
-        self.extra_calls = 0  # SAG model calls made, for info and tests
-        self.notes: List[str] = []
+    records = True
+    extra_rows = "uncond"
+    needs_layers = ((RECORDED_BLOCK, RECORDED_INDEX),)
+
+    def __init__(self, settings: SagSettings, host=None):
+        super().__init__(settings, host)
         self._rows: Optional[Rows] = None
         self._map: Optional[SagMap] = None
-        if patch is not None and self.active:
-            patch.interceptors.append(self.intercept)
-
-    @property
-    def active(self) -> bool:
-        return self.settings.active
 
     @property
     def recorded(self) -> Optional[SagMap]:
         return self._map
-
-    def note(self, message: str) -> None:
-        target = self.patch.notes if self.patch is not None else self.notes
-        if message not in target:
-            target.append(message)
-
-    def close(self) -> None:
-        """Leave the patch's interceptors and drop any state."""
-        self.disarm()
-        if self.patch is not None and self.intercept in self.patch.interceptors:
-            self.patch.interceptors.remove(self.intercept)
 
     # ---- recording --------------------------------------------------------------------------
     def arm(self, uncond_rows: Rows) -> None:
@@ -156,7 +152,6 @@ class SagPass:
         self._rows = uncond_rows if self.active else None
 
     def stop_recording(self) -> None:
-        """Record no further call; keep a map already recorded for the coming guidance."""
         self._rows = None
 
     def disarm(self) -> None:
@@ -168,8 +163,8 @@ class SagPass:
         m, self._map = self._map, None
         return m
 
-    def intercept(self, module, info, x: torch.Tensor, call):
-        """SlothPatch interceptor: take over the recorded layer while armed; None elsewhere."""
+    def record_plan(self, module, info, x: torch.Tensor, call) -> Optional[Plan]:
+        """Take over the recorded layer while armed; None elsewhere."""
         if self._rows is None or info.block != RECORDED_BLOCK or info.index != RECORDED_INDEX:
             return None
         rows = resolve_rows(self._rows, x.shape[0])
@@ -177,47 +172,54 @@ class SagPass:
             return None
         # the patch's grid is exact when it found one; unknown (None) is factorised from the map later
         grid = (call.grid.h, call.grid.w) if call.grid is not None else None
-        return partial(self._record, rows=rows, grid=grid, upcast=self.upcast or call.upcast)
+        return MapRecordingPlan(tuple(rows), grid, self._keep)
 
-    def _record(self, module, x: torch.Tensor, *, rows: List[int], grid, upcast: bool) -> torch.Tensor:
-        out, probs = attention_with_map(module, x, rows, upcast)
-        self._map = SagMap(probs, module.heads, len(rows), grid)  # a later call replaces it
-        return out
+    def _keep(self, sag_map: SagMap) -> None:
+        self._map = sag_map
 
     # ---- guidance ---------------------------------------------------------------------------
-    def guide(self, cfg: torch.Tensor, x: torch.Tensor, uncond: torch.Tensor, call_model: CallModel, *,
-              space: Optional[NoiseSpace] = None, prediction: str = "x0", uncond_is_real: bool = True
-              ) -> torch.Tensor:
+    def guide(self, cfg: torch.Tensor, step: GuidedStep) -> torch.Tensor:
         """cfg with SAG applied, or cfg itself (no model call) when this step cannot use SAG.
 
-        cfg: the combined prediction [B, C, H, W]; x: the model input of the uncond rows
-        [B, C, H, W]; uncond: the uncond rows' prediction [B, C, H, W]; call_model(x_in) runs the
-        model on B rows with the uncond conditioning and returns the same kind of prediction.
-        uncond_is_real=False when the WebUI skipped the uncond or filled it with copies of cond
-        (CFG 1, NGMS, skip-early-CFG). The map is dropped and recording disarmed in every case,
-        before the extra call, so the extra call never records.
+        step.x: the model input of the uncond rows; step.uncond: their prediction (None when the
+        WebUI skipped the uncond or filled it with copies of cond: CFG 1, NGMS, skip-early-CFG).
+        The map is dropped and recording disarmed in every case, before the extra call, so the
+        extra call never records.
         """
         sag_map = self.take_map()
         self._rows = None
-        if not self.active or not uncond_is_real:
+        uncond = step.uncond
+        if not self.active or uncond is None:
             return cfg
         if sag_map is None:
             self.note("SAG: no attention map was recorded this step (no middle-block self-attention "
-                      "saw the armed uncond rows, or the SagPass was created after the patch was entered); "
-                      "the step ran without SAG")
+                      "saw the armed uncond rows); the step ran without SAG")
             return cfg
         if sag_map.rows != uncond.shape[0]:
             self.note(f"SAG: the map covers {sag_map.rows} uncond images but {uncond.shape[0]} were "
                       "passed; the step ran without SAG")
             return cfg
 
-        recorder = getattr(self.patch, "recorder", None)
+        recorder = getattr(self.host, "recorder", None)
         if recorder is not None:  # "Show Sloth maps": keep the first image's map of this step
-            recorder.sag(self.patch.step, self.patch.total, sag_map, tuple(uncond.shape[-2:]))
+            recorder.overlay("sag", self.host.step, self.host.total,
+                             sag_overlay(sag_map, tuple(uncond.shape[-2:]), self.settings))
 
-        def counted(x_in: torch.Tensor) -> torch.Tensor:
-            self.extra_calls += 1
-            return call_model(x_in)
+        return sag_guidance_pred(step.prediction, cfg, step.x, uncond, sag_map.probs, sag_map.heads, self.settings,
+                                 lambda x_in: self.extra_call(step, x_in), space=step.space, grid=sag_map.grid)
 
-        return sag_guidance_pred(prediction, cfg, x, uncond, sag_map.probs, sag_map.heads, self.settings,
-                                 counted, space=space, grid=sag_map.grid)
+
+def sag_overlay(sag_map: SagMap, latent_hw: Tuple[int, int], settings: SagSettings):
+    """What "Show Sloth maps" draws of one guided step: the first image's received attention (heat)
+    and exactly the cells the engine blurs (`sag_mask.mask_from_received`, what `attention_mask` computes)."""
+    heads = sag_map.heads
+    probs = sag_map.probs[:heads]  # rows are image-major: the first uncond image's heads
+    grid = sag_map.grid or mid_grid(probs.shape[-1], latent_hw)
+    with torch.no_grad():  # one sum over the map; the mask is the engine's own function of it
+        summed = received_attention(probs, heads)
+        mask = mask_from_received(summed, latent_hw, settings.threshold, grid)[0, 0] > 0.5
+        received = summed[0].reshape(grid)
+    return Overlay(received.detach().float().cpu(), mask.cpu(),
+                   f"threshold {settings.threshold:g}, blur sigma {settings.blur_sigma:g}",
+                   "received attention (heat) and blurred cells (cyan)", "blurred")
+

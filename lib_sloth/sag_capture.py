@@ -1,5 +1,5 @@
 """SAG's map capture: the recorded layer's full self-attention, with an explicit fp32 softmax
-map kept for the uncond rows only. Used by SagPass (lib_sloth.sag) through a SlothPatch interceptor.
+map kept for the uncond rows only. Used by SagPass (lib_sloth.sag) through its MapRecordingPlan.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from einops import rearrange
 
-from .attention import attend, autocast_off, kv_inputs
+from .attention import attend, autocast_off
 
 Rows = Union[slice, Sequence[int]]
 
@@ -46,16 +46,16 @@ def resolve_rows(rows: Rows, batch: int) -> List[int]:
     return sorted(set(out))
 
 
-def attention_with_map(module, x: torch.Tensor, rows: List[int], upcast: bool = False
-                       ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Full self-attention of x [B, N, C] through `module`'s projections; the map of `rows` too.
+def attention_with_map(module, x: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, rows: List[int],
+                       upcast: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Full self-attention of x [B, N, C] through `module`'s projections, K from k_in and V from
+    v_in (x itself for a plain layer); the map of `rows` too.
 
     Returns (out [B, N, heads*d] in x's dtype, before to_out; probs [len(rows)*heads, N, N] fp32).
     Only `rows` pay for an explicit fp32 map; the other rows take the fused kernel. The explicit
     softmax runs in place so the peak is one map, not two (it is the largest tensor SAG holds).
     """
     heads = module.heads
-    k_in, v_in = kv_inputs(module, x)  # x itself unless a K/V source (A1111 hypernetwork) is set
     q, k, v = module.to_q(x), module.to_k(k_in), module.to_v(v_in)
     out = torch.empty_like(q)
     keep = set(rows)

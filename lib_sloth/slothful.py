@@ -7,17 +7,17 @@ in-grid cells, so K/V count = ceil(h/sy) * ceil(w/sx).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from functools import partial
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from .attention import attend, kv_inputs
+from .attention import attend
 from .fields import Validated, nested, setting
 from .geometry import window_1d, window_2d
-from .layer_call import LayerCall, Runner
+from .layer_call import LayerCall, Plan
 from .schedule import depth_ratio, time_ratio
 
 POOL_MODES = ("1D_AVG", "1D_MAX", "2D_AVG", "2D_MAX")
@@ -81,6 +81,13 @@ class Pooling:
         """K and V both take the strided pick (no pooled window): nothing needs pooling."""
         return self.k_blend == 0 and self.v_blend == 0
 
+    def tokens_left(self, h: int, w: int) -> int:
+        """K/V tokens this reduction leaves of an h x w grid (what `reduce_tokens` returns)."""
+        sy, sx = self.window
+        if self.mode.startswith("2D"):
+            return math.ceil(h / sy) * math.ceil(w / sx)
+        return math.ceil(h * w / sx)
+
 
 def pooling_for(block: PoolBlock, stride: float, h: int, w: int) -> Optional[Pooling]:
     """The reduction for `stride` (already scaled by time and depth); None when stride <= 1."""
@@ -120,27 +127,52 @@ def reduce_tokens(x: torch.Tensor, h: int, w: int, pooling: Pooling) -> Tuple[to
     pooled = None
     if not pooling.picks_only:
         pooled = _pool_grid(rows.permute(0, 3, 1, 2), pooling.window, pooling.mode.endswith("MAX")).permute(0, 2, 3, 1)
+    return blended_sources(pick, pooled, pooling.k_blend, pooling.v_blend)
+
+
+def blended_sources(pick: torch.Tensor, pooled: Optional[torch.Tensor], k_blend: float, v_blend: float
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(k_src, v_src) [B, M, C] from a pick and its pooled windows [B, rows, cols, C]: each is
+    lerp(pick, pooled, its blend). A blend of 0 is the pick itself (pooled may then be None)."""
+    b, c = pick.shape[0], pick.shape[-1]
 
     def blend(weight: float) -> torch.Tensor:
         src = pick if weight == 0 else (pooled if weight == 1 else torch.lerp(pick, pooled, weight))
         return src.reshape(b, -1, c)
 
-    k_src = blend(pooling.k_blend)
-    v_src = k_src if pooling.v_blend == pooling.k_blend else blend(pooling.v_blend)
+    k_src = blend(k_blend)
+    v_src = k_src if v_blend == k_blend else blend(v_blend)
     return k_src, v_src
 
 
-def slothful_attention(module, x: torch.Tensor, h: int, w: int, pooling: Pooling, upcast: bool) -> torch.Tensor:
-    """Self-attention of every token of x [B, h*w, C] over the reduced K/V; before to_out."""
-    k_in, v_in = kv_inputs(module, x)
+def kv_sources(x: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, reduce) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(k_src, v_src) by `reduce(t) -> (k_src, v_src)`: once when K and V come from x itself, else
+    keys from k_in and values from v_in (an A1111 hypernetwork), each reduced the same way."""
     if k_in is x and v_in is x:
-        k_src, v_src = reduce_tokens(x, h, w, pooling)
-    else:  # a K/V source (A1111 hypernetwork): pool what K and V are really computed from
-        k_src, v_src = reduce_tokens(k_in, h, w, pooling)[0], reduce_tokens(v_in, h, w, pooling)[1]
-    q = module.to_q(x)
-    k = module.to_k(k_src)
-    v = module.to_v(v_src)
-    return attend(q, k, v, module.heads, upcast)
+        return reduce(x)
+    return reduce(k_in)[0], reduce(v_in)[1]
+
+
+def slothful_attention(module, x: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, h: int, w: int,
+                       pooling: Pooling, upcast: bool) -> torch.Tensor:
+    """Self-attention of every token of x [B, h*w, C] over the reduced K/V; before to_out."""
+    k_src, v_src = kv_sources(x, k_in, v_in, lambda t: reduce_tokens(t, h, w, pooling))
+    return attend(module.to_q(x), module.to_k(k_src), module.to_v(v_src), module.heads, upcast)
+
+
+@dataclass(frozen=True)
+class SlothfulPlan(Plan):
+    """Every query of an h x w layer attends to the reduced K/V of `pooling`."""
+
+    h: int
+    w: int
+    pooling: Pooling
+
+    def run(self, layer, x, k_in, v_in, upcast):
+        return layer.to_out(slothful_attention(layer, x, k_in, v_in, self.h, self.w, self.pooling, upcast))
+
+    def keys_per_query(self, h: int, w: int) -> float:
+        return float(self.pooling.tokens_left(h, w))
 
 
 # ---- planning ---------------------------------------------------------------------------------
@@ -154,7 +186,7 @@ def pool_block_for(block: str, keep_middle: bool, input_block: PoolBlock, output
     return input_block  # the middle block, when not kept, uses the input settings
 
 
-def plan_slothful(s: SlothfulSettings, call: LayerCall) -> Optional[Runner]:
+def plan_slothful(s: SlothfulSettings, call: LayerCall) -> Optional[SlothfulPlan]:
     if not s.enabled:
         return None
     block = pool_block_for(call.block, s.keep_middle, s.input, s.output)
@@ -164,8 +196,4 @@ def plan_slothful(s: SlothfulSettings, call: LayerCall) -> Optional[Runner]:
     pooling = pooling_for(block, stride, call.h, call.w)
     if pooling is None:
         return None
-    return partial(run_slothful, h=call.h, w=call.w, pooling=pooling, upcast=call.upcast)
-
-
-def run_slothful(module, x, *, h, w, pooling, upcast):
-    return slothful_attention(module, x, h, w, pooling, upcast)
+    return SlothfulPlan(call.h, call.w, pooling)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -141,3 +141,26 @@ def untile(tiles: torch.Tensor, rect: Rect, out: torch.Tensor) -> None:
     b, c = out.shape[0], out.shape[-1]
     src = tiles.reshape(b, rect.ky, rect.kx, rect.bh, rect.bw, c).permute(0, 1, 3, 2, 4, 5)
     _tiles_view(out, rect).copy_(src)
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """What a tiled plan runs, as the maps draw it: the grid with this step's seams and the global sample."""
+
+    grid: TileGrid
+    global_window: Optional[Tuple[int, int]]  # (gy, gx): every gy-th row and gx-th column; None = not 2D
+    global_1d: Optional[int]  # every g-th token of the row-major sequence (1D pool modes); None = not 1D
+    tile_size: int  # the tile-size setting at this step
+    global_ratio: float  # the global-ratio setting at this step
+    title: str  # the method's title, for captions
+    peak_time: Optional[float] = None  # where its schedule peaks (None: no schedule, only the seams move)
+
+    def global_keys(self) -> int:
+        """Tokens in the global sample (what each tile also attends to)."""
+        h, w = self.grid.h, self.grid.w
+        if self.global_1d is not None:
+            return math.ceil(h * w / self.global_1d)
+        if self.global_window is not None:
+            gy, gx = self.global_window
+            return math.ceil(h / gy) * math.ceil(w / gx)
+        return 0

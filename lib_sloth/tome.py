@@ -167,3 +167,13 @@ def _unmerge_index(n: int, dst_pos, kept_pos, merged_pos, target, kept: int) -> 
     where.scatter_(1, kept_pos, torch.arange(kept, device=dst_pos.device).expand(b, kept))
     where.scatter_(1, merged_pos, kept + target)
     return where
+
+
+def merged_by_tomesd(block: torch.nn.Module) -> bool:
+    """Whether tomesd (or the original AgentSD) has swapped this transformer block's class: the
+    WebUI's own token merging is on for it.
+
+    Their `ToMeBlock` merges norm1(x) before attn1 is called; `_tome_info` alone is not proof,
+    because tomesd's remove_patch leaves that attribute behind.
+    """
+    return type(block).__name__ == "ToMeBlock"

@@ -10,6 +10,7 @@ from modules import script_callbacks, scripts
 from lib_sloth import infotext
 from lib_sloth.webui import backend as sloth_backend
 from lib_sloth.webui import hooks, ui, xyz
+from lib_sloth.webui.job import job_of
 
 EXTENSION_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_PRESETS_PATH = os.path.join(EXTENSION_ROOT, "user_presets.json")
@@ -64,14 +65,15 @@ class Script(scripts.Script):
     def before_hr(self, p, *args):
         if not _has_every_sampling_hook():
             # sample_hr_pass creates the hires sampler before calling before_hr: attach now, no deferral
-            p.sloth_defer = p.sloth_deferred = None
+            job = job_of(p)
+            job.defer_first_pass, job.deferred = False, None
             hooks.attach_pass(p, self._backend())
 
 
 def _defer_txt2img(p) -> None:
     # txt2img creates each pass's sampler inside sample(), after these hooks: p.sampler is missing
     # or the previous pass's, so the adapter attaches at the pass's first denoiser call instead
-    p.sloth_defer = "Img2Img" not in type(p).__name__
+    job_of(p).defer_first_pass = "Img2Img" not in type(p).__name__
 
 
 def _has_every_sampling_hook() -> bool:

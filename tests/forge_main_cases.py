@@ -23,6 +23,7 @@ from backend.misc.tomesd import TomePatcher  # noqa: E402
 from backend.nn.unet import CrossAttention  # noqa: E402
 from backend.sampling import sampling_function  # noqa: E402
 
+from lib_sloth.webui.job import job_of, new_job
 from lib_sloth import infotext  # noqa: E402
 from lib_sloth.settings import SlothSettings, settings_from_dict  # noqa: E402
 from lib_sloth.webui import backend as sloth_backend  # noqa: E402
@@ -97,7 +98,7 @@ def start_pass(p, settings=None, hr=False):
     p.sd_model.forge_objects = p.sd_model.forge_objects_after_applying_lora.shallow_copy()
     if p.token_merging_ratio > 0:  # modules/sd_models.py apply_token_merging
         p.sd_model.forge_objects.unet = TomePatcher().patch(p.sd_model.forge_objects.unet, p.token_merging_ratio)
-    return ForgeMainBackend().attach(p, settings, SEED) if settings is not None else []
+    return ForgeMainBackend().attach(p, settings, SEED).notes if settings is not None else []
 
 
 def run_pass(p, settings=None, batch=1, hr=False, before_sampling=None, **sample_kwargs):
@@ -169,7 +170,7 @@ def test_each_method_alone_changes_the_output_and_stays_finite(patchers, baselin
     assert (out - baseline(layout)).abs().max() > 1e-3
     assert forward_is_original()
     if method == "sag":
-        assert the_pass(p).sag.extra_calls == STEPS
+        assert the_pass(p).patch.extra_calls["sag"] == STEPS
     else:
         assert sum(the_pass(p).patch.rewritten.values()) > 0
 
@@ -183,7 +184,7 @@ def test_combined_methods_change_the_output_and_stay_finite(patchers, baseline, 
     sloth_pass = the_pass(p)
     assert torch.isfinite(out).all() and (out - baseline(layout)).abs().max() > 1e-3
     assert sum(n for name, n in sloth_pass.patch.rewritten.items() if "middle_block" not in name) > 0
-    assert sloth_pass.sag.extra_calls == (STEPS if "sag" in names else 0)
+    assert sloth_pass.patch.extra_calls["sag"] == (STEPS if "sag" in names else 0)
 
 
 # ---- SAG: rows, split calls, CFG 1, hires ----------------------------------------------------------
@@ -231,7 +232,7 @@ def test_sag_at_cfg_one_is_skipped_without_a_model_call(patchers, baseline):
     p = make_p("sd15", patchers["sd15"], cfg_scale=1.0)
     out, notes = run_pass(p, S("sag"))
     assert torch.equal(out, baseline("sd15", cfg=1.0))
-    assert the_pass(p).sag.extra_calls == 0 and the_pass(p).unet_calls == STEPS
+    assert the_pass(p).patch.extra_calls["sag"] == 0 and the_pass(p).unet_calls == STEPS
     assert any("SAG skipped on steps without an uncond" in n for n in notes)
 
 
@@ -239,7 +240,7 @@ def test_sag_skips_only_the_ngms_steps(patchers):
     p = make_p("sd15", patchers["sd15"])
     out, notes = run_pass(p, S("sag"), ngms_steps=(1,))
     assert torch.isfinite(out).all()
-    assert the_pass(p).sag.extra_calls == STEPS - 1
+    assert the_pass(p).patch.extra_calls["sag"] == STEPS - 1
     assert any("SAG skipped on steps without an uncond" in n for n in notes)
 
 
@@ -249,12 +250,12 @@ def test_hires_pass_uses_hr_cfg(patchers):
     p.hr_cfg = 1.0
     _, notes = run_pass(p, S("sag"), hr=True)
     assert any("SAG skipped on steps without an uncond" in n for n in notes)
-    assert the_pass(p).sag.extra_calls == 0
+    assert the_pass(p).patch.extra_calls["sag"] == 0
     p = make_p("sd15", patchers["sd15"], cfg_scale=1.0)
     p.hr_cfg = 4.0
     out, notes = run_pass(p, S("sag"), hr=True)
     assert not any("SAG skipped" in n for n in notes)
-    assert the_pass(p).sag.extra_calls == STEPS and torch.isfinite(out).all()
+    assert the_pass(p).patch.extra_calls["sag"] == STEPS and torch.isfinite(out).all()
 
 
 # ---- lifecycle ------------------------------------------------------------------------------------
@@ -267,7 +268,7 @@ def test_each_pass_patches_its_own_clone_and_the_hook_is_idempotent(patchers):
     start_pass(p, S("slothful", "sag"), hr=True)
     first = p.sd_model.forge_objects.unet
     p.is_hr_pass = False
-    again = ForgeMainBackend().attach(p, S("slothful", "sag"), SEED)  # twice on one patcher: no nesting
+    again = ForgeMainBackend().attach(p, S("slothful", "sag"), SEED).notes  # twice on one patcher: no nesting
     second = p.sd_model.forge_objects.unet
     assert first is not original and second is not first and again == []
     assert original.model_options == before and "model_function_wrapper" not in original.model_options
@@ -311,7 +312,7 @@ def test_patch_is_gone_after_an_exception_mid_sampling(patchers):
     with pytest.raises(RuntimeError, match="boom"):
         run_pass(p, S("slothful", "sag"), before_sampling=add)
     assert forward_is_original()
-    assert the_pass(p).sag.recorded is None and not the_pass(p).patch.installed
+    assert the_pass(p).patch.guidance("sag").recorded is None and not the_pass(p).patch.installed
 
 
 # ---- neighbours: the WebUI's tomesd, built-in SAG ---------------------------------------------------
@@ -352,16 +353,15 @@ def test_forge_main_builtin_sag_together_with_ours_is_warned_about(patchers):
     assert torch.isfinite(out).all()
     assert any("built-in SelfAttentionGuidance is enabled too" in n for n in notes)
     assert any("replaces attn1 of middle 0.0" in n and "Sloth's SAG is skipped" in n for n in notes)
-    assert the_pass(p).sag.extra_calls == 0
+    assert the_pass(p).patch.extra_calls["sag"] == 0
 
 
 # ---- models that are not a UNet -------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["flux", "sd3"])
 def test_a_non_unet_model_is_skipped_with_one_note_and_no_method_keys(patchers, kind):
     p = make_p("sd15", patchers["sd15"], kind=kind)
-    p.sloth_settings = S("slothful", "sag")
-    p.sloth_notes, p.sloth_live_notes = [], []
-    p.extra_generation_params = infotext.to_params(p.sloth_settings)
+    new_job(p).settings = S("slothful", "sag")
+    p.extra_generation_params = infotext.to_params(job_of(p).settings)
     for hr in (False, True):  # both passes of a hires job
         p.is_hr_pass = hr
         p.sampler = Sampler()
@@ -381,8 +381,8 @@ def test_a_diffusion_model_without_unet_blocks_is_skipped(patchers):
     patcher.model = SimpleNamespace(diffusion_model=FluxLike())
     p = make_p("sd15", patcher, kind="sd1")
     p.sampler = Sampler()
-    notes = ForgeMainBackend().attach(p, S("slothful"), SEED)
-    assert getattr(notes, "nothing_patched", False) and "FluxLike, not a UNet" in notes[0]
+    skipped = ForgeMainBackend().attach(p, S("slothful"), SEED)
+    assert skipped.nothing_patched and "FluxLike, not a UNet" in skipped.notes[0]
 
 
 # ---- info text round trip ------------------------------------------------------------------------
@@ -405,22 +405,21 @@ def test_show_maps_records_through_the_adapter_and_changes_no_output(patchers):
     for show in (False, True):
         settings = settings_from_dict({**METHODS["slothful"], **METHODS["sag"], "show_maps": show})
         p = make_p("sd15", patchers["sd15"])
-        p.sloth_settings, p.sloth_notes, p.sloth_live_notes = settings, [], []
-        p.sloth_maps = p.sloth_recorder = None
+        new_job(p).settings = settings
         p.batch_size, p.n_iter, p.iteration = 1, 1, 0
         p.sampler = Sampler()
         p.sd_model.forge_objects = p.sd_model.forge_objects_after_applying_lora.shallow_copy()
         hooks.attach_pass(p, ForgeMainBackend())
         x = fmh.initial_latent(p.sd_model.forge_objects.unet, batch=1, size=SIZE, sigma=1.0, seed=2)
         outputs[show] = p.sampler.sample(p, x, STEPS)
-        recorders[show] = p.sloth_maps[1] if p.sloth_maps else None
+        recorders[show] = job_of(p).maps[1] if job_of(p).maps else None
         processed = SimpleNamespace(images=[Image.new("RGB", (SIZE[1] * 8, SIZE[0] * 8))], index_of_first_image=0)
         drawn = hooks.append_maps(p, processed)
         assert len(processed.images) == 1 + len(drawn)
         assert [m.caption.split(" - ")[0] for m in drawn] == (["Sloth SAG map", "Sloth K/V budget"] if show else [])
     assert torch.equal(outputs[False], outputs[True]) and recorders[False] is None
     recorder = recorders[True]
-    assert len(recorder.sag_records()) == STEPS and recorder.budget[("input", 0)][0] < 1
+    assert len(recorder.overlay_records("sag")) == STEPS and recorder.budget[("input", 0)][0] < 1
 
 
 # ---- the refiner switch inside sampling ------------------------------------------------------------
@@ -473,7 +472,7 @@ def run_refiner_pass(patchers, settings, switch_at, before_sampling=None):
     p.sampler = Sampler()  # what processing.py does before the script hook (see start_pass)
     p.sampler.model_wrap_cfg = denoiser = RefinerDenoiser(p, shared)  # the sampler's own, from its creation
     p.sd_model.forge_objects = p.sd_model.forge_objects_after_applying_lora.shallow_copy()
-    notes = ForgeMainBackend().attach(p, settings, SEED) if settings is not None else []
+    notes = ForgeMainBackend().attach(p, settings, SEED).notes if settings is not None else []
     if before_sampling is not None:
         before_sampling(p)
     denoiser.steps = STEPS
@@ -536,3 +535,16 @@ def test_refiner_unet_calls_go_through_sloth_with_the_same_clock(patchers):
     plain, _, _, _, _ = run_refiner_pass(patchers, None, 0.0)
     sloth, _, _, _, _ = run_refiner_pass(patchers, S("slothful"), 0.0)
     assert not torch.equal(plain, sloth)
+
+
+def test_a_guidance_method_registered_in_one_module_makes_its_extra_call(patchers, baseline):
+    """tests/method_examples.py's Echo guidance through Forge main's calc_cond_uncond_batch."""
+    from lib_sloth import methods
+    from lib_sloth.settings import settings_from_dict
+    from method_examples import ECHO, ECHO_ON
+
+    with methods.registered(ECHO):
+        p = make_p("sd15", patchers["sd15"])
+        out, _ = run_pass(p, settings_from_dict(ECHO_ON))
+        assert the_pass(p).patch.extra_calls["echo"] == STEPS
+    assert torch.isfinite(out).all() and not torch.allclose(out, baseline("sd15"), atol=1e-4)

@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from lib_sloth.guidance import GuidedStep
 from lib_sloth.prediction import NoiseSpace
 
 
@@ -121,9 +122,10 @@ class CFGDenoiser:
         cfg = combine_denoised(out, conds_list, uncond_out, self.cond_scale)
         if self.sag is None:
             return cfg
-        return self.sag.guide(cfg, x, uncond_out, lambda x_deg: self.model(x_deg, sigma, self.uncond),
-                              space=self.model.space(sigma, x), prediction=self.model.kind,
-                              uncond_is_real=self.uncond_is_real)
+        step = GuidedStep(x, uncond_out if self.uncond_is_real else None, None,
+                          lambda which, x_deg: self.model(x_deg, sigma, self.uncond),
+                          self.model.space(sigma, x), self.model.kind)
+        return self.sag.guide(cfg, step)
 
 
 def sigmas_for(model: KDiffusionX0, steps: int) -> torch.Tensor:
@@ -193,7 +195,7 @@ def run(unet, settings=None, *, sag_settings=None, batch: int = 1, conds_per_ima
     settings = settings or SlothSettings()
     conds, conds_list, uncond = prompts(context_dim, conds_per_image or [1] * batch)
     patch = SlothPatch(unet, settings, seed=1)
-    sag = SagPass(sag_settings, patch) if sag_settings is not None else None
+    sag = (patch.guidance("sag") or SagPass(sag_settings, patch)) if sag_settings is not None else None
     if on_pass is not None:
         on_pass(patch, sag)
     with torch.no_grad(), patch:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from ldm.modules.attention import CrossAttention
 
+from lib_sloth.webui.job import job_of, new_job
 from lib_sloth.settings import SlothSettings, settings_from_dict
 from a1111_jobs import make_job, start_webui
 from lib_sloth.webui import a1111
@@ -31,10 +32,10 @@ class CapturingBackend(a1111.A1111Backend):
         self.passes = []
 
     def attach(self, p, settings, seed):
-        notes = super().attach(p, settings, seed)
-        if getattr(p, "sloth_deferred", None) is None:  # a deferred pass has no denoiser yet
+        sloth_pass = super().attach(p, settings, seed)
+        if job_of(p).deferred is None:  # a deferred pass has no denoiser yet
             self.passes.append(p.sampler.model_wrap_cfg)
-        return notes
+        return sloth_pass
 
 
 class TakesVector(torch.nn.Module):
@@ -170,7 +171,7 @@ def test_sag_runs_one_extra_model_call_per_step_and_changes_the_image(backend, s
     calls_before = len(shared.sd_model.calls)
     out, _ = generate(SAG, sampler=sampler)
     sag_calls = len(shared.sd_model.calls) - calls_before
-    sag = backend.passes[-1].sloth_pass.sag
+    sag = backend.passes[-1].sloth_pass.patch.guidance("sag")
     assert sag.extra_calls == plain_calls  # one batched CFG call per step, one SAG call per step
     assert sag_calls == 2 * plain_calls and sag.recorded is None  # the map is not kept after a step
     assert torch.isfinite(out).all() and not torch.allclose(out, plain, atol=1e-4)
@@ -231,7 +232,7 @@ def test_sag_split_calls_match_one_batched_call(backend):
 def test_sag_with_an_and_prompt_finds_the_uncond_rows(backend):
     plain, _ = generate(enabled=False, prompt="a cat AND a dog")
     out, _ = generate(SAG, prompt="a cat AND a dog")
-    sag = backend.passes[-1].sloth_pass.sag
+    sag = backend.passes[-1].sloth_pass.patch.guidance("sag")
     assert sag.extra_calls == 4 and not torch.allclose(out, plain, atol=1e-4)
 
 
@@ -239,7 +240,7 @@ def test_sag_on_the_sdxl_layout(backend, sdxl):
     plain, _ = generate(enabled=False)
     out, _ = generate(SAG)
     assert torch.isfinite(out).all() and not torch.allclose(out, plain, atol=1e-4)
-    assert backend.passes[-1].sloth_pass.sag.extra_calls == 4
+    assert backend.passes[-1].sloth_pass.patch.extra_calls["sag"] == 4
 
 
 def test_patch_is_gone_after_an_error_mid_sampling(backend):
@@ -282,7 +283,7 @@ def test_img2img_batches_share_one_sampler_without_nesting_the_wrappers(backend)
     first, second = backend.passes
     assert first is second  # the WebUI keeps one sampler (and CFG denoiser) for every batch of img2img
     denoiser = second
-    assert denoiser.sloth_pass.sag.extra_calls == denoiser.sloth_pass.clock.total  # one SAG call a step, not two
+    assert denoiser.sloth_pass.patch.extra_calls["sag"] == denoiser.sloth_pass.clock.total  # one SAG call a step, not two
     assert list(denoiser.__dict__).count("forward") == 1
     assert torch.isfinite(out).all() and out.shape[0] == 2
 

@@ -202,7 +202,6 @@ def test_sag_records_the_layer_as_the_webui_computes_it_with_a_hypernetwork(hype
     """`scaled_dot_product_attention_forward` (sd_hijack_optimizations.py) computes K and V from
     `hypernetwork.apply_hypernetworks(shared.loaded_hypernetworks, context)`; SAG's recorded layer
     (a full self-attention with an explicit map) must give the same output."""
-    from lib_sloth.attention import WithKVSource
     from lib_sloth.sag_capture import attention_with_map
     from lib_sloth.webui.a1111 import _hypernetwork_source
 
@@ -210,8 +209,8 @@ def test_sag_records_the_layer_as_the_webui_computes_it_with_a_hypernetwork(hype
     x = torch.randn(2, 12, layer.to_q.in_features, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         webui_out = layer(x)
-        out, _ = attention_with_map(WithKVSource(layer, _hypernetwork_source()), x, [1])
-        plain, _ = attention_with_map(layer, x, [1])
+        out, _ = attention_with_map(layer, x, *_hypernetwork_source()(x), [1])
+        plain, _ = attention_with_map(layer, x, x, x, [1])
     # the float64 truth: the WebUI's own forward on float64 copies of the layer and the hypernetworks
     saved = list(hypernetwork_loaded)
     hypernetwork_loaded[:] = float64_hypernetworks(saved)
@@ -236,13 +235,20 @@ METHODS = {"tile": {"tile.enabled": True, "tile.tile_size": 16}, "slothful": {"s
 
 
 def planned_runner(name):
+    """fn(layer, x, source=None) -> the planned layer output, K/V computed through `source` (None: x)."""
     from lib_sloth.layer_call import LayerCall, TokenGrid
     from lib_sloth.methods import plan_layer
 
     step = 0 if name == "agentsd" else 4  # each method's strongest point of a 10-step schedule
-    runner = plan_layer(settings_from_dict(METHODS[name]), LayerCall("input", TokenGrid(32, 32, 0), 2, step, 10, 7))
-    assert runner is not None
-    return runner
+    plan = plan_layer(settings_from_dict(METHODS[name]), LayerCall("input", TokenGrid(32, 32, 0), 2, step, 10, 7))
+    assert plan is not None
+
+    def run(layer, x, source=None):
+        k_in, v_in = (x, x) if source is None else source(x)
+        return plan.run(layer, x, k_in, v_in, False)
+
+    run.plan = plan
+    return run
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -253,7 +259,7 @@ def test_every_rewrite_computes_k_and_v_through_the_hypernetwork(hypernetwork_lo
     pooling), the pooled tokens must be the hypernetwork's outputs, as A1111 pools nothing before
     apply_hypernetworks. Every rewrite changes with the hypernetwork, and a hypernetwork with no
     module for the layer's width changes nothing, bit for bit."""
-    from lib_sloth.attention import WithKVSource, attend
+    from lib_sloth.attention import attend
     from lib_sloth.webui.a1111 import _hypernetwork_source
     from modules.hypernetworks import hypernetwork
 
@@ -268,7 +274,7 @@ def test_every_rewrite_computes_k_and_v_through_the_hypernetwork(hypernetwork_lo
 
     layer64, networks64 = float64_copy(layer), float64_hypernetworks(hypernetwork_loaded)
     with torch.no_grad():
-        got = runner(WithKVSource(layer, _hypernetwork_source()), x)
+        got = runner(layer, x, _hypernetwork_source())
         plain = runner(layer, x)
         assert not torch.allclose(got, plain, atol=1e-4)
         if name == "tile":
@@ -276,7 +282,7 @@ def test_every_rewrite_computes_k_and_v_through_the_hypernetwork(hypernetwork_lo
                 def __init__(self, layer, hn):
                     super().__init__()
                     self.layer, self.hn = layer, hn
-                    self.heads, self.to_q = layer.heads, layer.to_q
+                    self.heads, self.to_q, self.to_out = layer.heads, layer.to_q, layer.to_out
 
                 def to_k(self, t):
                     return self.layer.to_k(self.hn(t)[0])
@@ -293,17 +299,17 @@ def test_every_rewrite_computes_k_and_v_through_the_hypernetwork(hypernetwork_lo
 
             def reference(layer, hn, x):
                 k_in, v_in = hn(x)
-                pooling = runner.keywords["pooling"]
+                pooling = runner.plan.pooling
                 k = layer.to_k(reduce_tokens(k_in, 32, 32, pooling)[0])
                 v = layer.to_v(reduce_tokens(v_in, 32, 32, pooling)[1])
-                return attend(layer.to_q(x), k, v, layer.heads)
+                return layer.to_out(attend(layer.to_q(x), k, v, layer.heads))
 
             truth = run_float64(reference, layer64, hn64, x.double())
             # the same pooling and attention, composed by hand: no more rounding than the rewrite, factor 2
             tol = assert_near_truth(got, truth, reference(layer, hn, x), 2.0, "slothful")
             assert max_abs(got, plain) > 100 * tol  # the hypernetwork's effect is far above it
         other_width = [hypernetwork.Hypernetwork("other", [layer.to_k.in_features + 1])]
-        untouched = runner(WithKVSource(layer, lambda t: hypernetwork.apply_hypernetworks(other_width, t)), x)
+        untouched = runner(layer, x, lambda t: hypernetwork.apply_hypernetworks(other_width, t))
         assert torch.equal(untouched, runner(layer, x))
 
 
@@ -321,17 +327,21 @@ def test_the_adapter_gives_the_patch_the_webui_hypernetworks(backend, hypernetwo
 # ---------------------------------------------------------------------------------------------
 # Item 8: rewritten attention follows the WebUI's precision choice; upcast_attention forces fp32
 # ---------------------------------------------------------------------------------------------
-def planned_upcasts(monkeypatch):
-    from lib_sloth import patch as patch_module
+def planned_upcasts(monkeypatch, blocks=False):
+    """The upcast each planned self-attention call would run with (with its block, when `blocks`)."""
+    from lib_sloth.patch import SlothPatch
 
     seen = []
-    plan = patch_module.plan_layer
+    plan_for = SlothPatch._plan_for
 
-    def spy(settings, call):
-        seen.append(call.upcast)
-        return plan(settings, call)
+    def spy(self, module, x, args, kwargs):
+        info = self.index.get(module) if self.index is not None else None
+        if info is not None:  # a self-attention layer (the class forward also serves cross-attention)
+            upcast = self.wants_upcast(module)
+            seen.append((info.block, upcast) if blocks else upcast)
+        return plan_for(self, module, x, args, kwargs)
 
-    monkeypatch.setattr(patch_module, "plan_layer", spy)
+    monkeypatch.setattr(SlothPatch, "_plan_for", spy)
     return seen
 
 
@@ -361,11 +371,7 @@ def test_ldm_patched_layers_keep_their_own_attn_precision(monkeypatch):
     fp32_layer = unet.middle_block[1].transformer_blocks[0].attn1
     fp32_layer.attn_precision = torch.float32
     x, t, c = unet_inputs(unet, 1, 16, 16)
-    seen = []
-    from lib_sloth import patch as patch_module
-
-    plan = patch_module.plan_layer
-    monkeypatch.setattr(patch_module, "plan_layer", lambda s, call: seen.append((call.block, call.upcast)) or plan(s, call))
+    seen = planned_upcasts(monkeypatch, blocks=True)
     try:
         with SlothPatch(unet, settings_from_dict({"slothful.enabled": True, "slothful.keep_middle": False})) as patch:
             patch.set_step(4, 10)
@@ -398,9 +404,9 @@ def test_sag_uses_the_blended_latent_the_model_saw_when_inpainting_with_ddim(bac
     guided, seen = [], []
     guide = SagPass.guide
 
-    def spy(self, cfg, x, uncond, call_model, **kwargs):
-        guided.append(x.clone())
-        return guide(self, cfg, x, uncond, call_model, **kwargs)
+    def spy(self, cfg, step):
+        guided.append(step.x.clone())
+        return guide(self, cfg, step)
 
     monkeypatch.setattr(SagPass, "guide", spy)
     from modules import shared
@@ -454,13 +460,13 @@ def test_edit_models_skip_sag_without_computing_a_map(backend, edit_model, monke
     plain, _ = generate(enabled=False, img2img=True, denoising_strength=0.6, size=64, image_cfg_scale=1.5)
     out, p = generate({"sag.enabled": True, "sag.scale": 1.0}, img2img=True, denoising_strength=0.6, size=64,
                       image_cfg_scale=1.5)
-    assert not maps and backend.passes[-1].sloth_pass.sag.extra_calls == 0
+    assert not maps and backend.passes[-1].sloth_pass.patch.extra_calls["sag"] == 0
     assert "edit models" in p.extra_generation_params.get("Sloth notes", "")
     assert torch.equal(out, plain)
     # Image CFG scale 1 is an ordinary layout (the WebUI says so too): SAG runs
     generate({"sag.enabled": True, "sag.scale": 1.0}, img2img=True, denoising_strength=0.6, size=64,
              image_cfg_scale=1.0)
-    assert maps and backend.passes[-1].sloth_pass.sag.extra_calls > 0
+    assert maps and backend.passes[-1].sloth_pass.patch.extra_calls["sag"] > 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -583,7 +589,7 @@ def test_refiner_unet_is_patched_with_the_same_settings_and_clock(backend, refin
     assert "was replaced while patched" not in p.extra_generation_params.get("Sloth notes", "")
     refiner_layers = {n for n in sloth_pass.patch.rewritten}
     assert refiner_layers  # the refiner's layers were rewritten after the switch
-    assert sloth_pass.sag.extra_calls == 6  # one SAG call per step, on both models
+    assert sloth_pass.patch.extra_calls["sag"] == 6  # one SAG call per step, on both models
     assert sloth_pass.clock.total == 6 and sloth_pass.clock.step == 6  # one clock over the whole pass
     # nothing left behind on either model, and the class forward is the WebUI's own again
     assert CrossAttention.__dict__["forward"] is class_forward is sd_models.OPTIMISED_FORWARD

@@ -10,7 +10,7 @@ from ldm.modules.attention import BasicTransformerBlock, CrossAttention
 from tomesd.merge import bipartite_soft_matching_random2d as tomesd_matching
 
 from lib_sloth import SlothPatch, settings_from_dict
-from lib_sloth.agentsd import agent_attention, agentsd_attention, layer_plan, merge_seed, phase_at
+from lib_sloth.agentsd import AgentSDPlan, agent_attention, agentsd_attention, layer_plan, merge_seed, phase_at
 from lib_sloth.fields import SettingsError
 from lib_sloth.layer_call import LayerCall, TokenGrid
 from lib_sloth.methods import plan_layer
@@ -231,9 +231,9 @@ def test_agentsd_takes_the_layers_it_merges_and_slothful_the_rest():
     both = settings_from_dict({**AGENTSD, "slothful.enabled": True, "slothful.input.depth_decay": 0.0})
     assert plan_layer(settings_from_dict({"slothful.enabled": True, "slothful.input.depth_decay": 0.0}),
                       call(level=0)) is not None  # Slothful alone would take level 0 too
-    assert plan_layer(both, call(level=0)).func is agentsd_attention
+    assert isinstance(plan_layer(both, call(level=0)), AgentSDPlan)
     deeper = plan_layer(both, call(level=1))
-    assert deeper is not None and getattr(deeper, "func", None) is not agentsd_attention
+    assert deeper is not None and not isinstance(deeper, AgentSDPlan)
 
 
 def test_agentsd_with_tiling_is_refused_by_validation():

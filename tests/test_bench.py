@@ -272,7 +272,7 @@ def test_maps_cases_record_and_compare_against_maps_off():
         bench.SlothPatch.__init__ = original
     recorders = [p.recorder for p in patches]
     assert [r is not None for r in recorders] == [False, True, False, True]
-    assert recorders[1].tiles and recorders[3].sag_records()  # what "maps on" paid for was recorded
+    assert recorders[1].tiles and recorders[3].overlay_records("sag")  # what "maps on" paid for was recorded
 
 
 def test_the_diffusers_substrate_runs_the_same_cases_and_puts_everything_back():

@@ -112,9 +112,9 @@ def test_sag_map_capture_runs_on_mps_with_torch_2_3(torch_2_3_autocast):
     torch.manual_seed(0)
     attn = CrossAttention(query_dim=16, heads=2, dim_head=8)
     x = torch.randn(2, 6, 16)
-    expected_out, expected_probs = attention_with_map(attn, x, [1])
+    expected_out, expected_probs = attention_with_map(attn, x, x, x, [1])
     with FakeMps():
-        out, probs = attention_with_map(attn, mps_like(x), [1])
+        out, probs = attention_with_map(attn, mps_like(x), mps_like(x), mps_like(x), [1])
         assert out.device.type == "mps"
     # the fake device keeps the data on the CPU: the same kernels, so the same bits
     assert torch.equal(plain(out), expected_out)

@@ -39,25 +39,25 @@ def test_upsampling_is_torchs_nearest_index_for_index(n_in, n_out):
 def test_sag_overlay_is_the_engines_mask_upsampled(recorded, image_size):
     recorder = recorded["sag"]
     size = draw_maps.panel_size(image_size)
-    for record in recorder.sag_records():
-        expected = F.interpolate(record.mask.float()[None, None], size=(size[1], size[0]), mode="nearest")[0, 0]
-        assert np.array_equal(draw_maps.sag_overlay_mask(record, size), expected.numpy() > 0.5)
-        assert record.mask.any() and not record.mask.all()  # a mask worth drawing: some cells, not all
+    for record in recorder.overlay_records("sag"):
+        expected = F.interpolate(record.overlay.mask.float()[None, None], size=(size[1], size[0]), mode="nearest")[0, 0]
+        assert np.array_equal(draw_maps.overlay_mask(record, size), expected.numpy() > 0.5)
+        assert record.overlay.mask.any() and not record.overlay.mask.all()  # a mask worth drawing: some cells, not all
     (strip,) = draw_maps.render(recorder, final_image(image_size), "txt2img")
-    n = len(recorder.sag_records())
+    n = len(recorder.overlay_records("sag"))
     assert strip.image.size == (n * size[0] + (n - 1) * draw_maps.GAP, size[1] + draw_maps.HEADER)
     assert "threshold 1" in strip.caption and "blur sigma 2" in strip.caption
     assert strip.image.info[draw_maps.INFO_KEY] == strip.caption
 
 
 def test_sag_panel_tints_exactly_the_masked_pixels(recorded):
-    record = recorded["sag"].sag_records()[0]
+    record = recorded["sag"].overlay_records("sag")[0]
     size = (SAG_HW[1] * 8, SAG_HW[0] * 8)
     black = Image.new("RGB", size, (0, 0, 0))
-    panel = np.asarray(draw_maps._sag_panel(record, black)).astype(int)
-    mask = draw_maps.sag_overlay_mask(record, size)
+    panel = np.asarray(draw_maps._overlay_panel(record, black)).astype(int)
+    mask = draw_maps.overlay_mask(record, size)
     # the cyan tint adds blue only where the engine blurs (the heat map has blue only near white)
-    heat = draw_maps._heat(draw_maps.upsample_nearest(np.zeros(record.received.shape, np.float32), size))
+    heat = draw_maps._heat(draw_maps.upsample_nearest(np.zeros(record.overlay.heat.shape, np.float32), size))
     assert (heat[..., 2] == 0).all()
     assert (panel[mask][:, 2] > 0).all()
 

@@ -90,7 +90,7 @@ def run_pass(p, settings=None, cfg=5.0, steps=STEPS, batch=1, before_sampling=No
     (our ``attach`` when settings are given), then sampling. Returns (x, notes)."""
     p.sampler = Sampler()
     p.sd_model.forge_objects = p.sd_model.forge_objects_after_applying_lora.shallow_copy()
-    notes = ForgeBackend().attach(p, settings, SEED) if settings is not None else []
+    notes = ForgeBackend().attach(p, settings, SEED).notes if settings is not None else []
     if before_sampling is not None:
         before_sampling(p)
     x = fh.initial_latent(p.sd_model.forge_objects.unet, batch=batch, size=SIZE, sigma=1.0, seed=2)
@@ -153,7 +153,7 @@ def test_each_method_alone_changes_the_output_and_stays_finite(patchers, baselin
     assert (out - baseline(layout)).abs().max() > 1e-3
     assert forward_is_original()
     if method == "sag":
-        assert the_pass(p).sag.extra_calls == STEPS
+        assert the_pass(p).patch.extra_calls["sag"] == STEPS
     else:
         assert sum(the_pass(p).patch.rewritten.values()) > 0
 
@@ -165,7 +165,7 @@ def test_combined_methods_change_the_output_and_stay_finite(patchers, baseline, 
     sloth_pass = the_pass(p)
     assert torch.isfinite(out).all() and (out - baseline(layout)).abs().max() > 1e-3
     assert sum(n for name, n in sloth_pass.patch.rewritten.items() if "middle_block" not in name) > 0
-    assert sloth_pass.sag.extra_calls == (STEPS if "sag" in names else 0)
+    assert sloth_pass.patch.extra_calls["sag"] == (STEPS if "sag" in names else 0)
 
 
 # ---- SAG: rows, order, chunks ------------------------------------------------------------------
@@ -228,7 +228,7 @@ def test_sag_gives_the_same_result_with_cond_uncond_order_reversed(patchers, lay
 
     swapped, _ = run_pass(p, S("sag"), before_sampling=cond_first)
     assert [1, 0] in seen  # ldm_patched's own order; ours saw [0, 1]
-    assert the_pass(p).sag.extra_calls == STEPS
+    assert the_pass(p).patch.extra_calls["sag"] == STEPS
     # noise floor: the same reversal with neutral settings (the wrapper runs, nothing is rewritten)
     neutral = SlothSettings()
     floor = noise_floor((run_pass(p, neutral)[0], run_pass(p, neutral, before_sampling=cond_first)[0]))
@@ -256,13 +256,13 @@ def test_sag_at_cfg_one_is_skipped_without_a_model_call(patchers, baseline):
     p = make_p("sd15", patchers["sd15"], cfg_scale=1.0)
     p.sampler = Sampler()
     p.sd_model.forge_objects = p.sd_model.forge_objects_after_applying_lora.shallow_copy()
-    notes = ForgeBackend().attach(p, S("sag"), SEED)
+    notes = ForgeBackend().attach(p, S("sag"), SEED).notes
     assert any("SAG skipped on steps without an uncond" in n for n in notes)  # known before sampling
     del notes[:]  # and found again while sampling
     x = fh.initial_latent(p.sd_model.forge_objects.unet, size=SIZE, sigma=1.0, seed=2)
     out = p.sampler.sample(p, x, STEPS, 1.0)
     assert torch.equal(out, baseline("sd15", cfg=1.0))
-    assert the_pass(p).sag.extra_calls == 0
+    assert the_pass(p).patch.extra_calls["sag"] == 0
     assert any("SAG skipped on steps without an uncond" in n for n in notes)
 
 
@@ -298,7 +298,7 @@ def test_sag_extra_call_drops_area_keys_and_foreign_wrappers(patchers):
     p.sd_model.forge_objects = p.sd_model.forge_objects_after_applying_lora.shallow_copy()
     p.sd_model.forge_objects.unet = p.sd_model.forge_objects.unet.clone()
     p.sd_model.forge_objects.unet.set_model_unet_function_wrapper(foreign)  # set before Sloth's: chained
-    notes = ForgeBackend().attach(p, S("sag"), SEED)
+    notes = ForgeBackend().attach(p, S("sag"), SEED).notes
     assert any("UNet function wrapper (test_sag_extra_call_drops_area_keys_and_foreign_wrappers: foreign)" in n
                for n in notes)
     unet = p.sd_model.forge_objects.unet
@@ -320,7 +320,7 @@ def test_sag_extra_call_drops_area_keys_and_foreign_wrappers(patchers):
         with_area[0].update(area=(8, 8, 0, 0), strength=0.5, mask=torch.zeros(1, *SIZE), mask_strength=0.5)
         stripped = one_step(with_area)
     assert foreign_calls == [[1, 0], [1, 0]]  # the sampling calls went through it, SAG's extra calls did not
-    assert the_pass(p).sag.extra_calls == 2 and torch.isfinite(clean).all()
+    assert the_pass(p).patch.extra_calls["sag"] == 2 and torch.isfinite(clean).all()
     assert torch.equal(clean, stripped)
     assert "area" in with_area[0] and "mask" in with_area[0]  # the caller's conds are left as they were
 
@@ -393,7 +393,7 @@ def test_patch_is_gone_after_an_exception_mid_sampling(patchers):
     with pytest.raises(RuntimeError, match="boom"):
         run_pass(p, S("slothful", "sag"), before_sampling=add)
     assert forward_is_original()
-    assert the_pass(p).sag.recorded is None
+    assert the_pass(p).patch.guidance("sag").recorded is None
     assert not the_pass(p).patch.installed
 
 
@@ -419,7 +419,7 @@ def test_another_attn1_patch_is_noted_and_other_layers_still_rewritten(patchers)
     p.sampler = Sampler()
     p.sd_model.forge_objects = p.sd_model.forge_objects_after_applying_lora.shallow_copy()
     add(p)
-    notes = ForgeBackend().attach(p, S("slothful"), SEED)
+    notes = ForgeBackend().attach(p, S("slothful"), SEED).notes
     assert any("attn1 patch is active (test_another_attn1_patch_is_noted_and_other_layers_still_rewritten: "
                "merge_top_level)" in n for n in notes)
     x = fh.initial_latent(p.sd_model.forge_objects.unet, size=SIZE, sigma=1.0, seed=2)
@@ -445,7 +445,7 @@ def test_forge_builtin_sag_and_hypertile_are_warned_about(patchers):
     assert any("built-in SelfAttentionGuidance is enabled too" in n for n in notes)
     assert any("built-in HyperTile is enabled too" in n for n in notes)
     assert any("replaces attn1 of middle 0.0" in n and "Sloth's SAG is skipped" in n for n in notes)
-    assert the_pass(p).sag.extra_calls == 0
+    assert the_pass(p).patch.extra_calls["sag"] == 0
 
 
 def test_detection_picks_this_adapter_when_ldm_patched_imports():
@@ -457,3 +457,19 @@ def test_detection_picks_this_adapter_when_ldm_patched_imports():
 def test_bad_p_raises_a_clear_error_naming_the_field():
     with pytest.raises(ValueError, match=r"p\.sd_model\.forge_objects\.unet"):
         ForgeBackend().attach(SimpleNamespace(sd_model=SimpleNamespace()), SlothSettings(), 0)
+
+
+def test_a_guidance_method_registered_in_one_module_makes_its_extra_call(patchers, baseline):
+    """tests/method_examples.py's Echo guidance: one table entry, and the Comfy-family adapter runs
+    its extra uncond pass (with its own perturbation) once per step and adds its term."""
+    from lib_sloth import methods
+    from method_examples import ECHO, ECHO_ON
+
+    with methods.registered(ECHO):
+        p = make_p("sd15", patchers["sd15"])
+        out, notes = run_pass(p, settings_from_dict(ECHO_ON))
+        sloth_pass = the_pass(p)
+        assert sloth_pass.patch.extra_calls["echo"] == STEPS and not sloth_pass.patch.extra_calls["sag"]
+        assert torch.isfinite(out).all() and not torch.allclose(out, baseline("sd15"), atol=1e-4)
+        off, _ = run_pass(make_p("sd15", patchers["sd15"]), settings_from_dict({"echo.enabled": True, "echo.scale": 0}))
+    assert torch.equal(off, baseline("sd15"))  # scale 0: no guidance object, bit-identical

@@ -67,7 +67,7 @@ def run(patchers, data, switch_at=0.5, before_sampling=None):
                         refiner_checkpoint_info=refiner, refiner_switch_at=switch_at)
     p.sampler = Sampler(p, shared)
     base.forge_objects = base.forge_objects_after_applying_lora.shallow_copy()
-    notes = ForgeBackend().attach(p, settings_from_dict(data), SEED) if data is not None else []
+    notes = ForgeBackend().attach(p, settings_from_dict(data), SEED).notes if data is not None else []
     if before_sampling is not None:
         before_sampling(p)
     x = fh.initial_latent(base.forge_objects.unet, size=SIZE, sigma=1.0, seed=2)
@@ -136,7 +136,7 @@ def test_a_refiner_that_is_not_a_unet_is_left_alone_with_a_note(patchers):
     base = attach_forge_objects(SimpleNamespace(), base_patcher)
     p = SimpleNamespace(sd_model=base, steps=STEPS, cfg_scale=5.0, extra_generation_params={})
     p.sampler = Sampler(p, SimpleNamespace(sd_model=base))
-    notes = ForgeBackend().attach(p, settings_from_dict(SLOTHFUL), SEED)
+    notes = ForgeBackend().attach(p, settings_from_dict(SLOTHFUL), SEED).notes
     sloth = base.forge_objects.unet.model_options["model_function_wrapper"].sloth_pass
     other = base_patcher.clone()
     other.model = SimpleNamespace(diffusion_model=FluxLike())

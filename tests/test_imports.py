@@ -56,3 +56,56 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == f"ok {len(names)}"
+
+
+# The layers docs/design.md states, bottom up: a module imports only modules of its own layer or
+# of layers below it. A new module must be given its layer here (and in docs/design.md).
+LAYERS = [
+    ("kernels", {"attention", "geometry", "tiling", "tome", "schedule", "prediction", "sag_mask", "sag_capture",
+                 "forward_patch", "values", "fields", "layer_call", "layers", "maps", "guidance"}),
+    ("methods", {"slothful", "nearsighted", "agentsd", "sag"}),
+    ("table", {"methods"}),
+    ("settings", {"settings", "presets", "user_presets", "infotext"}),
+    ("patch", {"patch"}),
+    ("tools", {"bench_cases", "bench_profile", "bench", ""}),  # "": the package facade lib_sloth/__init__
+]
+ADAPTERS = ("lib_sloth.webui", "lib_sloth.diffusers")  # the top: each imports the engine, never the other
+# Generic code that must not know which methods exist (it reads the method table instead)
+METHOD_BLIND = ["lib_sloth.patch", "lib_sloth.maps", "lib_sloth.webui.draw_maps", "lib_sloth.bench_cases",
+                "lib_sloth.bench_profile", "lib_sloth.webui.a1111", "lib_sloth.webui.comfy_pass",
+                "lib_sloth.webui.forge_main"]
+
+
+def layer_of(module: str) -> int:
+    if module.startswith(ADAPTERS):
+        return len(LAYERS)
+    short = module[len("lib_sloth."):] if module != "lib_sloth" else ""
+    for rank, (_, names) in enumerate(LAYERS):
+        if short in names:
+            return rank
+    raise AssertionError(f"{module} has no stated layer: add it to LAYERS here and to docs/design.md")
+
+
+def test_every_module_imports_only_its_own_layer_or_the_layers_below():
+    edges = import_graph.graph()
+    wrong = [f"{a} ({LAYERS[layer_of(a)][0] if layer_of(a) < len(LAYERS) else 'adapter'}) imports {b}"
+             for a, targets in edges.items() for b in targets if layer_of(b) > layer_of(a)]
+    assert not wrong, wrong
+    crossed = [(a, b) for a, targets in edges.items() for b in targets
+               if a.startswith(ADAPTERS) and b.startswith(ADAPTERS) and a.split(".")[1] != b.split(".")[1]]
+    assert not crossed, crossed
+
+
+def test_the_layering_check_finds_an_upward_import():
+    assert layer_of("lib_sloth.attention") < layer_of("lib_sloth.slothful") < layer_of("lib_sloth.methods")
+    assert layer_of("lib_sloth.patch") < layer_of("lib_sloth.webui.a1111")
+
+
+def test_generic_code_imports_no_method_module():
+    from lib_sloth import methods
+
+    method_modules = {methods.kernel_module(m).__name__ for m in methods.all_methods()}
+    assert {"lib_sloth.slothful", "lib_sloth.nearsighted", "lib_sloth.agentsd", "lib_sloth.sag"} <= method_modules
+    edges = import_graph.graph()
+    found = {m: sorted(set(edges[m]) & method_modules) for m in METHOD_BLIND}
+    assert not any(found.values()), found

@@ -13,7 +13,8 @@ import lib_sloth.methods as methods_module
 import lib_sloth.nearsighted as nearsighted_module
 import lib_sloth.sag as sag_module
 from lib_sloth import maps
-from lib_sloth.layer_call import LayerCall, TokenGrid
+from lib_sloth.guidance import GuidedStep
+from lib_sloth.layer_call import LayerCall, Plan, TokenGrid
 from lib_sloth.maps import MapRecorder, kv_share
 from lib_sloth.patch import SlothPatch
 from lib_sloth.prediction import NoiseSpace
@@ -46,9 +47,8 @@ def run(unet, settings, recorder=None, steps=STEPS, batch=2, seed=7, hw=None):
     x, _, ctx = unet_inputs(unet, 2 * batch, *hw, seed=3)
     x = x[:batch]
     acp = sd_alphas_cumprod()
-    patch = SlothPatch(unet, settings, seed=seed)
-    patch.recorder = recorder
-    sag = SagPass(settings.sag, patch)
+    patch = SlothPatch(unet, settings, seed=seed, recorder=recorder)
+    sag = patch.guidance("sag") or SagPass(settings.sag, patch)
     outs = []
     with torch.no_grad(), patch:
         for i in range(steps):
@@ -59,8 +59,8 @@ def run(unet, settings, recorder=None, steps=STEPS, batch=2, seed=7, hw=None):
             cond, uncond = out[:batch], out[batch:]
             cfg = uncond + 5.0 * (cond - uncond)
             space = NoiseSpace.from_alphas_cumprod(acp, t[batch:], like=x)
-            cfg = sag.guide(cfg, x, uncond, lambda xd: unet(xd, t[batch:], ctx[batch:]), space=space,
-                            prediction="eps")
+            cfg = sag.guide(cfg, GuidedStep(x, uncond, cond, lambda which, xd: unet(xd, t[batch:], ctx[batch:]),
+                                            space, "eps"))
             outs.append(cfg)
             x = x - 0.1 * cfg
     return torch.stack(outs), patch
@@ -81,7 +81,7 @@ def test_without_a_recorder_no_recording_code_runs(sd15, monkeypatch):
         raise AssertionError("recording code ran without a recorder")
 
     monkeypatch.setattr(MapRecorder, "layer", boom)
-    monkeypatch.setattr(MapRecorder, "sag", boom)
+    monkeypatch.setattr(MapRecorder, "overlay", boom)
     monkeypatch.setattr(maps, "kv_share", boom)
     for name in METHODS:
         run(sd15, S(name), steps=2)
@@ -196,27 +196,35 @@ def test_sag_records_the_engines_own_mask_of_the_first_image(sd15, monkeypatch):
     monkeypatch.setattr(sag_module, "degrade", degrade)
     recorder = MapRecorder(S("sag"), seed=7)
     run(sd15, S("sag"), recorder, batch=2, steps=STEPS)
-    records = recorder.sag_records()
+    records = recorder.overlay_records("sag")
     assert [r.step for r in records] == [0, 2, STEPS - 1]
+    threshold = S("sag").sag.threshold
     for r in records:
         engine = masks[r.step]
+        mask, received = r.overlay.mask, r.overlay.heat
         assert engine.shape[0] == 2  # the guidance masked both images; the record keeps the first
-        assert torch.equal(r.mask, engine[0, 0] > 0.5) and r.mask.shape == SAG_HW
-        assert r.received.shape == (2, 3) and math.isclose(float(r.received.mean()), 1.0, rel_tol=1e-4)
-        assert torch.equal(r.mask, torch.nn.functional.interpolate(
-            (r.received > r.threshold).float()[None, None], size=SAG_HW, mode="nearest")[0, 0] > 0.5)
+        assert torch.equal(mask, engine[0, 0] > 0.5) and mask.shape == SAG_HW
+        assert received.shape == (2, 3) and math.isclose(float(received.mean()), 1.0, rel_tol=1e-4)
+        assert torch.equal(mask, torch.nn.functional.interpolate(
+            (received > threshold).float()[None, None], size=SAG_HW, mode="nearest")[0, 0] > 0.5)
     assert recorder.nbytes == sum(r.nbytes for r in records) == 3 * (2 * 3 * 4 + 16 * 24)
 
 
 def test_kv_share_knows_every_planner_of_the_engine():
     call = LayerCall("input", TokenGrid(32, 32, 0), 2, 2, 5, 7)
     for name in ("slothful", "tile", "nearsighted", "agentsd"):
-        runner = methods_module.plan_layer(S(name), call)
-        assert runner is not None, name
-        share = kv_share(runner, call)
+        plan = methods_module.plan_layer(S(name), call)
+        assert plan is not None, name
+        share = kv_share(plan, call)
         assert share is not None and 0 < share < 1, (name, share)
     assert kv_share(None, call) == 1.0
-    assert kv_share(lambda module, x: x, call) is None  # an unknown runner is not guessed
+
+    class Unknown(Plan):  # a plan that does not say its key count is not guessed: it cannot exist
+        def run(self, layer, x, k_in, v_in, upcast):
+            return x
+
+    with pytest.raises(TypeError):
+        Unknown()
 
 
 def test_the_engine_side_never_imports_pil_or_the_webui():
@@ -234,12 +242,12 @@ def test_1d_pool_modes_record_the_global_sample_of_the_token_row():
 
     s = settings_from_dict({"nearsighted.enabled": True, "nearsighted.input.mode": "1D_AVG"})
     recorder = MapRecorder(s, seed=7)
-    step = recorder.tile_steps(5)[0]
+    step = round(s.nearsighted.peak_time * 4)  # the schedule's peak of 5 steps: a kept tile step
     call = LayerCall("input", TokenGrid(40, 40, 0), 2, step, 5, 7)
-    runner = plan_layer(s, call)
-    recorder.layer(call, runner, (40, 40))
+    plan = plan_layer(s, call)
+    recorder.layer(call, plan, (40, 40))
     (record,) = recorder.tiles.values()
-    g = window_1d(runner.keywords["global_stride"], 1600)
+    g = window_1d(plan.global_stride, 1600)
     assert record.global_window is None and record.global_1d == g
     cells = record.global_cells()
     assert len(cells) == -(-1600 // g) and cells[1] == divmod(g, 40)

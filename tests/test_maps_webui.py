@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from a1111_jobs import make_job, start_webui
+from lib_sloth.webui.job import job_of, new_job
 from lib_sloth import infotext, maps
 from lib_sloth.settings import settings_from_dict
 from lib_sloth.webui import a1111, draw_maps, hooks
@@ -48,7 +49,7 @@ def check_maps(drawn, recorder, settings, final_size, label):
     for m in drawn:
         assert label in m.caption and m.image.info[draw_maps.INFO_KEY] == m.caption
         if m.caption.startswith("Sloth SAG"):
-            n = len(recorder.sag_records())
+            n = len(recorder.overlay_records("sag"))
             assert n == 3 and m.image.size == (n * panel[0] + (n - 1) * draw_maps.GAP, panel[1] + draw_maps.HEADER)
         elif "tiles" in m.caption:
             assert m.image.height == panel[1] + draw_maps.HEADER
@@ -63,7 +64,7 @@ class Capturing(a1111.A1111Backend):
         self.recorders = []
 
     def attach(self, p, settings, seed):
-        self.recorders.append(getattr(p, "sloth_recorder", None))
+        self.recorders.append(job_of(p).recorder)
         return super().attach(p, settings, seed)
 
 
@@ -141,13 +142,13 @@ def test_a1111_sag_overlay_is_the_mask_the_guidance_used(backend, monkeypatch):
     made = []
     monkeypatch.setattr(hooks, "MapRecorder", lambda *a: made.append(maps.MapRecorder(*a)) or made[-1])
     processed, _ = a1111_job({"sag.enabled": True, "sag.scale": 1.0}, True, steps=3)
-    records = made[-1].sag_records()
+    records = made[-1].overlay_records("sag")
     assert [r.step for r in records] == [0, 1, 2]
     panel = draw_maps.panel_size(processed.images[0].size)
     for r, engine in zip(records, used):
-        assert torch.equal(r.mask, engine[0, 0] > 0.5)
+        assert torch.equal(r.overlay.mask, engine[0, 0] > 0.5)
         up = F.interpolate(engine[:1].float(), size=(panel[1], panel[0]), mode="nearest")[0, 0].numpy() > 0.5
-        assert np.array_equal(draw_maps.sag_overlay_mask(r, panel), up)
+        assert np.array_equal(draw_maps.overlay_mask(r, panel), up)
 
 
 def test_a1111_paste_restores_the_switch(backend):
@@ -193,7 +194,7 @@ def forge_job(data, show, *, batch=1, hires=False, img2img=False, monkeypatch=No
         p.is_hr_pass = False
     images = [to_image(z) for z in out]
     processed = SimpleNamespace(images=list(images), index_of_first_image=0)
-    recorder = p.sloth_maps[1] if p.sloth_maps else None
+    recorder = job_of(p).maps[1] if job_of(p).maps else None
     drawn = hooks.append_maps(p, processed)
     return processed, images, drawn, recorder, settings, p
 

@@ -4,21 +4,19 @@ and pasted back, X/Y/Z, the API) with no other file edited; and it leaves nothin
 """
 import os
 import sys
-from dataclasses import dataclass
-from functools import partial
 
 import gradio as gr
 import pytest
 import torch
 
 from lib_sloth import infotext, methods
-from lib_sloth.attention import attend
-from lib_sloth.fields import SettingsError, Validated, setting
+from lib_sloth.fields import SettingsError
 from lib_sloth.patch import SlothPatch
 from lib_sloth.presets import PRESETS, preset
 from lib_sloth.settings import SlothSettings, iter_fields, settings_from_dict
 from lib_sloth.webui import args as script_args
 from lib_sloth.webui import hints, labels, ui, xyz
+from method_examples import VSCALE, VScaleSettings
 from unets import unet_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,28 +25,7 @@ if STANDIN_ROOT not in sys.path:
     sys.path.insert(0, STANDIN_ROOT)
 
 
-# ---- the sixth method: everything it needs, in one place --------------------------------------
-@dataclass(frozen=True)
-class VScaleSettings(Validated):
-    enabled: bool = setting(False, hint="Scale the values of self-attention")
-    scale: float = setting(1.0, 0.0, 2.0, hint="Multiplier of V; 1 = unchanged")
-
-    @property
-    def active(self) -> bool:
-        return self.enabled and self.scale != 1
-
-
-def run_vscale(module, x, *, scale, upcast):
-    return attend(module.to_q(x), module.to_k(x), module.to_v(x) * scale, module.heads, upcast)
-
-
-def plan_vscale(s: VScaleSettings, call):
-    return partial(run_vscale, scale=s.scale, upcast=call.upcast) if s.active else None
-
-
-VSCALE = methods.Method("vscale", VScaleSettings, "V Scale", "VScale", "Sloth VScale", plan_vscale,
-                        conflicts=(methods.Conflict(("tile",), "tiles need the plain values"),),
-                        presets={"dim": {"vscale": {"enabled": True, "scale": 0.5}}})
+# ---- the sixth method: everything it needs, in one place (tests/method_examples.py) ---------------
 USED = {"vscale.enabled": True, "vscale.scale": 0.5}
 
 
@@ -131,7 +108,7 @@ def webui(vscale, tmp_path):
     class Recorder(module.sloth_backend.Backend):
         def attach(self, p, settings, seed):
             attached.append(settings)
-            return []
+            return module.sloth_backend.PassNotes()
 
     for runner in (scripts.scripts_txt2img, scripts.scripts_img2img):
         runner.script("Sloth").backend = Recorder()

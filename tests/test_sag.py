@@ -12,6 +12,7 @@ from ldm.modules.attention import CrossAttention
 
 from lib_sloth.patch import SlothPatch
 from lib_sloth.prediction import NoiseSpace
+from lib_sloth.guidance import GuidedStep
 from lib_sloth.sag import SagPass, SagSettings, sag_guidance
 from lib_sloth.sag_capture import attention_with_map, resolve_rows
 from lib_sloth.sag_mask import (attention_mask, degrade, gaussian_blur, gaussian_kernel1d, mid_grid,
@@ -279,12 +280,12 @@ def test_recorded_layer_output_equals_the_unpatched_layer(layout, request):
 def test_map_holds_only_the_uncond_rows(sd15):
     layer = middle_attn1(sd15)
     x = torch.randn(3, 6, layer.to_q.in_features)
-    _, every = attention_with_map(layer, x, [0, 1, 2])
-    out, some = attention_with_map(layer, x, [0, 2])
+    _, every = attention_with_map(layer, x, x, x, [0, 1, 2])
+    out, some = attention_with_map(layer, x, x, x, [0, 2])
     heads = layer.heads
     layer64 = float64_copy(layer)
     with torch.no_grad():
-        _, some64 = attention_with_map(layer64, x.double(), [0, 2])
+        _, some64 = attention_with_map(layer64, x.double(), x.double(), x.double(), [0, 2])
         ref, truth = CrossAttention.forward(layer, x), run_float64(CrossAttention.forward, layer64, x.double())
     # a row subset is the same kernel on a smaller batch: as close to the truth as the full batch (factor 2)
     assert_near_truth(some, some64, torch.cat([every[:heads], every[2 * heads:]]), 2.0, "map rows")
@@ -352,7 +353,7 @@ def test_sag_scale_zero_is_bit_identical_and_scale_one_changes_the_result(layout
     base, _, _, _ = run(unet, **kw)
     off, off_model, off_sag, off_patch = run(unet, sag_settings=SAG_OFF, **kw)
     on, model, sag, patch = run(unet, sag_settings=SAG, **kw)
-    assert torch.equal(off, base) and off_sag.extra_calls == 0 and not off_patch.interceptors
+    assert torch.equal(off, base) and off_sag.extra_calls == 0 and not off_patch.guidances
     assert on.shape == base.shape and torch.isfinite(on).all()
     diff = (on - base).flatten(1).abs().amax(dim=1)
     assert (diff > 1e-3).all(), diff  # every image of the batch is guided
@@ -364,15 +365,14 @@ def test_map_is_released_after_each_step(sd15):
     refs, holds = [], []
 
     def on_pass(patch, sag):
-        record = sag._record
+        keep = sag._keep
 
-        def spy(module, x, **kw):  # keep only a weak reference to every map recorded
-            out = record(module, x, **kw)
+        def spy(sag_map):  # keep only a weak reference to every map recorded
+            keep(sag_map)
             refs.append(weakref.ref(sag.recorded.probs))
             holds.append(sag.recorded is not None)
-            return out
 
-        sag._record = spy
+        sag._keep = spy
 
     _, _, sag, _ = run(sd15, sag_settings=SAG, steps=3, on_pass=on_pass, **LAYOUTS["sd15"])
     gc.collect()
@@ -481,7 +481,7 @@ def test_step_without_a_real_uncond_is_skipped_cleanly(sd15):
             calls = model.calls
             # and a step whose model call never reached the recorded layer: no map, no extra call
             sag.arm(slice(-1, None))
-            skipped = sag.guide(plain, x, plain, lambda z: model(z, sigma, uncond))
+            skipped = sag.guide(plain, GuidedStep(x, plain, None, lambda which, z: model(z, sigma, uncond)))
     assert torch.equal(fake, plain) and sag.extra_calls == 0 and calls == 2
     assert skipped is plain and any("no attention map" in n for n in patch.notes)
 

@@ -8,10 +8,17 @@ from hypothesis import given, settings, strategies as st
 
 from lib_sloth.attention import attend
 from lib_sloth.geometry import window_2d
-from lib_sloth.nearsighted import global_sources, tiled_attention
+from lib_sloth.nearsighted import global_sources, nearsighted_attention, tile_attention
 from lib_sloth.slothful import PoolBlock, pooling_for, reduce_tokens
 from lib_sloth.tiling import TileGrid, offset_rng, tile, tile_grid, untile, with_offsets
 from noise import assert_near_truth, float64_copy
+
+
+def tiled_attention(layer, x, grid, global_stride, pool_block, pool_stride, upcast):
+    """The kernel the planners pick: Near-sighted Tile without a pool block, Near-sighted Attention with one."""
+    if pool_block is None:
+        return tile_attention(layer, x, x, x, grid, global_stride, upcast)
+    return nearsighted_attention(layer, x, x, x, grid, global_stride, pool_block, pool_stride, upcast)
 
 
 def grids():

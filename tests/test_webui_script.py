@@ -11,6 +11,7 @@ import gradio as gr
 import pytest
 import torch
 
+from lib_sloth.webui.job import job_of, new_job
 from lib_sloth import infotext
 from lib_sloth.fields import SettingsError
 from lib_sloth.presets import preset
@@ -46,7 +47,7 @@ class RecordingBackend(sloth_backend.Backend):
                            "p": p})
         if self.error:
             raise self.error
-        return self.notes
+        return sloth_backend.PassNotes(self.notes)
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,7 @@ def test_txt2img_attaches_once_per_batch_with_the_batchs_first_seed(webui):
     assert [c["seed"] for c in recorder.calls] == [processed.all_seeds[0], processed.all_seeds[2]]
     assert all(c["settings"] == SLOTHFUL and not c["hr"] for c in recorder.calls)
     assert all(c["sampler"] is not None for c in recorder.calls)  # this pass's sampler already exists
-    assert p.sloth_settings == SLOTHFUL
+    assert job_of(p).settings == SLOTHFUL
 
 
 def test_hires_fix_attaches_for_the_first_and_the_second_pass(webui):

@@ -19,6 +19,7 @@ import sys
 
 import pytest
 
+from lib_sloth.webui.job import job_of, new_job
 from lib_sloth import infotext
 from lib_sloth.settings import SlothSettings, iter_fields, settings_from_dict
 from lib_sloth.webui import args as script_args
@@ -45,7 +46,7 @@ class RecordingBackend(sloth_backend.Backend):
 
     def attach(self, p, settings, seed):
         self.calls.append(settings)
-        return []
+        return sloth_backend.PassNotes()
 
 
 def start(mode, tmp_path, monkeypatch=None, late_only=False):
@@ -144,7 +145,7 @@ def test_an_enable_axis_swept_with_a_setting_axis_decides_alone(tmp_path):
     for on in ("True", "False"):
         pc, processed = module.run_cell(p, [(module.axis_by_label(labels.xyz_label("slothful.enabled")), on),
                                             (module.axis_by_label(labels.xyz_label("slothful.input.slothful")), 8.0)])
-        cells.append(pc.sloth_settings)
+        cells.append(job_of(pc).settings)
     assert cells[0].slothful.enabled and cells[0].slothful.input.slothful == 8.0
     assert not cells[1].slothful.enabled and not cells[1].active  # the grid's "off" column stays off
 

@@ -2,10 +2,10 @@
 
 `attach` wraps, per instance, the pass's `p.sampler.model_wrap_cfg` (a fresh CFGDenoiser per
 pass, so the wrappers die with it): its `forward` enters the engine's SlothPatch with the pass's
-real step and total (`StepClock`); for SAG its inner model arms the map recording on exactly the
-uncond rows of each UNet call and its `combine_denoised` adds the guidance. Everything of one
-denoiser call lives on a `DenoiserCall`, dropped when the call ends. Row layout and timestep
-denoisers: docs/design.md.
+real step and total (`StepClock`); with guidance methods on (lib_sloth.guidance: SAG, ...) its
+inner model arms their recording on exactly the uncond rows of each UNet call and its
+`combine_denoised` adds each guidance's term. Everything of one denoiser call lives on a
+`DenoiserCall`, dropped when the call ends. Row layout and timestep denoisers: docs/design.md.
 """
 from __future__ import annotations
 
@@ -13,30 +13,32 @@ from typing import List, Optional
 
 import torch
 
+from .. import methods
+from ..guidance import GuidedStep
 from ..patch import SlothPatch
 from ..prediction import NoiseSpace
-from ..sag import SagPass
-from .backend import Backend
+from .backend import Backend, NothingPatched, PassNotes
 from .clock import StepClock
+from .job import job_of
 
 
 class A1111Backend(Backend):
     name = "AUTOMATIC1111"
 
-    def attach(self, p, settings, seed: int) -> List[str]:
+    def attach(self, p, settings, seed: int):
         sd_model = p.sd_model
+        job = job_of(p)
         if getattr(sd_model, "is_sd3", False):
-            return ["Sloth does nothing on SD3 (an MMDiT has no UNet self-attention); skipped"]
-        if getattr(p, "sampler", None) is None or getattr(p, "sloth_defer", False):
+            return NothingPatched(["Sloth does nothing on SD3 (an MMDiT has no UNet self-attention); skipped"])
+        if getattr(p, "sampler", None) is None or job.defer_first_pass:
             # A1111 1.7-1.9 txt2img: the first pass's sampler does not exist yet at process_batch;
             # attach_deferred (from the cfg_denoiser callback) attaches at its first denoiser call
-            notes: List[str] = []
-            p.sloth_deferred = (settings, seed, notes)
-            return notes
+            pending = PassNotes()
+            job.deferred = (settings, seed, pending)
+            return pending
         denoiser = p.sampler.model_wrap_cfg
-        sloth_pass = A1111Pass(denoiser, sd_model.model.diffusion_model, settings, seed, StepClock(p.sampler, p.steps))
-        sloth_pass.patch.recorder = getattr(p, "sloth_recorder", None)  # "Show Sloth maps" (hooks.attach_pass)
-        return sloth_pass.notes
+        return A1111Pass(denoiser, sd_model.model.diffusion_model, settings, seed, StepClock(p.sampler, p.steps),
+                         recorder=job.recorder)  # "Show Sloth maps" (hooks.attach_pass)
 
 
 def attach_deferred(denoiser) -> None:
@@ -46,34 +48,36 @@ def attach_deferred(denoiser) -> None:
     later call of the pass has it. The WebUI sets `denoiser.p` when the sampler initialises.
     """
     p = getattr(denoiser, "p", None)
-    deferred = getattr(p, "sloth_deferred", None)
-    if deferred is None or getattr(denoiser, "sloth_pass", None) is not None:
+    job = job_of(p)
+    if job.deferred is None or getattr(denoiser, "sloth_pass", None) is not None:
         return
-    settings, seed, notes = deferred
-    p.sloth_deferred = p.sloth_defer = None
+    settings, seed, pending = job.deferred
+    job.deferred, job.defer_first_pass = None, False
     sloth_pass = A1111Pass(denoiser, p.sd_model.model.diffusion_model, settings, seed,
-                           StepClock(p.sampler, p.steps))
-    sloth_pass.patch.recorder = getattr(p, "sloth_recorder", None)
+                           StepClock(p.sampler, p.steps), recorder=job.recorder)
+    notes = pending.notes  # the list the Script already holds
     notes.append("A1111 before 1.10 has no hook before sampling: the first denoiser call of this pass "
                  "ran without Sloth")
     notes.extend(sloth_pass.notes)
-    sloth_pass.notes = sloth_pass.patch.notes = notes  # the list the Script already holds
+    sloth_pass.notes = sloth_pass.patch.notes = notes
 
 
 class A1111Pass:
     """Everything of one sampling pass; lives on the pass's CFGDenoiser instance."""
 
-    def __init__(self, denoiser, unet, settings, seed: int, clock: StepClock):
+    nothing_patched = False
+
+    def __init__(self, denoiser, unet, settings, seed: int, clock: StepClock, recorder=None):
         earlier = getattr(denoiser, "sloth_pass", None)
         if earlier is not None:  # img2img reuses one sampler for every batch: replace, never nest
             earlier.detach()
         self._wrapped: List[tuple] = []  # (object, attribute) of every instance wrapper we set
         self.denoiser = denoiser
         self.clock = clock
-        self.patch = SlothPatch(unet, settings, seed)
-        self.patch.upcast_for = _upcast_attn  # "Upcast cross attention layer to float32"
-        self.patch.kv_source = _hypernetwork_source()
-        self.sag = SagPass(settings.sag, self.patch)
+        # "Upcast cross attention layer to float32"; hypernetworks transform what K and V see
+        self.patch = SlothPatch(unet, settings, seed, kv_source=_hypernetwork_source(), upcast_for=_upcast_attn,
+                                recorder=recorder)
+        self.guidances = self.patch.guidances  # lib_sloth.guidance objects of this pass
         self.notes = self.patch.notes  # grows while sampling; the Script reads it afterwards
         denoiser.sloth_pass = self  # for inspection; dies with the pass's denoiser
         self._call: Optional[DenoiserCall] = None  # the denoiser call under way (SAG only); None between calls
@@ -81,7 +85,7 @@ class A1111Pass:
         self._inner_forward = None
         self._wrap_forward()
         self._wrap_update_inner_model()
-        if self.sag.active:
+        if self.guidances:
             self._wrap_combine()
 
     # ---- per denoiser call ------------------------------------------------------------------
@@ -90,7 +94,7 @@ class A1111Pass:
 
         def forward(x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
             self.patch.set_step(*self.clock.now(sigma))
-            if self.sag.active and not self._edit_model():
+            if self.guidances and not self._edit_model():
                 self._call = DenoiserCall(x, sigma, self._rows_in(x, cond))
                 self._wrap_inner()
             try:
@@ -98,7 +102,8 @@ class A1111Pass:
                     return original(x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
             finally:
                 self._call = None  # nothing of this call (its latent, its conds) outlives it
-                self.sag.disarm()
+                for guidance in self.guidances:
+                    guidance.disarm()
 
         self._set(self.denoiser, "forward", forward)  # instance attribute: gone with the denoiser
 
@@ -136,15 +141,16 @@ class A1111Pass:
 
     def _edit_model(self) -> bool:
         """InstructPix2Pix-style edit models lay a call out as cond + 2B rows (text-uncond with and
-        without the image) and combine them in combine_denoised_for_edit_model, which SAG does not
-        support: it is skipped, with no map recorded. Same test as CFGDenoiser.forward's is_edit_model."""
+        without the image) and combine them in combine_denoised_for_edit_model, which guidance does
+        not support: it is skipped, with nothing recorded. Same test as CFGDenoiser.forward's is_edit_model."""
         from modules import shared
 
         scale = getattr(self.denoiser, "image_cfg_scale", None)
         edit = getattr(shared.sd_model, "cond_stage_key", None) == "edit" and scale is not None and scale != 1.0
         if edit:
-            self.patch.note("SAG skipped: edit models (InstructPix2Pix) combine cond, image and uncond rows in a "
-                            "way SAG does not support; set Image CFG scale to 1 to use SAG with them")
+            names = " and ".join(methods.method_of(g).short for g in self.guidances)
+            self.patch.note(f"{names} skipped: edit models (InstructPix2Pix) combine cond, image and uncond rows in "
+                            f"a way guidance does not support; set Image CFG scale to 1 to use {names} with them")
         return edit
 
     def _rows_in(self, x, cond) -> int:
@@ -155,9 +161,9 @@ class A1111Pass:
         cond_rows = tensor["crossattn"].shape[0] if isinstance(tensor, dict) else tensor.shape[0]
         return cond_rows + x.shape[0]
 
-    # ---- SAG ----------------------------------------------------------------------------------
+    # ---- guidance ---------------------------------------------------------------------------------
     def _wrap_inner(self) -> None:
-        """Arm the recording on the uncond rows of each UNet call (inner model made lazily)."""
+        """Arm the guidances' recording on the uncond rows of each UNet call (inner model made lazily)."""
         inner = self.denoiser.inner_model
         if inner is self._inner:
             return
@@ -169,8 +175,10 @@ class A1111Pass:
             if call is None:
                 return original(x_in, sigma_in, **kwargs)
             rows = call.uncond_rows_of_next(x_in.shape[0])
+            recording = [g for g in self.guidances if g.records] if rows else []
+            for guidance in recording:
+                guidance.arm(rows)
             if rows:
-                self.sag.arm(rows)
                 if len(rows) == call.uncond:
                     call.uncond_cond = _take_rows(kwargs.get("cond"), rows)
                     # what the model really saw: DDIM / PLMS / UniPC blend the inpainting mask into x
@@ -179,7 +187,8 @@ class A1111Pass:
             try:
                 return original(x_in, sigma_in, **kwargs)
             finally:
-                self.sag.stop_recording()  # keep the map; record no other call
+                for guidance in recording:
+                    guidance.stop_recording()  # keep what was recorded; record no other call
 
         self._set(inner, "forward", forward)
 
@@ -199,12 +208,16 @@ class A1111Pass:
             inner = self._inner_forward
             cond_dict = call.uncond_cond
 
-            def call_model(x_in):
+            def call_model(which, x_in):
+                if which != "uncond":
+                    raise ValueError(f"A1111: an extra UNet call with the {which!r} conditioning is not available")
                 return inner(x_in, sigma, cond=cond_dict)
 
             kind, space = self._prediction_space(sigma, x)
-            return self.sag.guide(cfg, x, x_out[-n:], call_model, space=space, prediction=kind,
-                                  uncond_is_real=real)
+            step = GuidedStep(x, x_out[-n:] if real else None, None, call_model, space, kind)
+            for guidance in self.guidances:
+                cfg = guidance.guide(cfg, step)
+            return cfg
 
         self._set(self.denoiser, "combine_denoised", combine_denoised)
 

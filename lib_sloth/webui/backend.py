@@ -2,7 +2,7 @@
 
     detect() -> Backend
     Backend.name: str
-    Backend.attach(p, settings, seed) -> list[str]
+    Backend.attach(p, settings, seed) -> the pass object (its `notes`: a list that grows while sampling)
 
 `attach` is called from the Script for every sampling pass of a job that has Sloth enabled
 with an active method: the first pass, the hires-fix second pass and img2img (on A1111 1.10+
@@ -11,12 +11,14 @@ and Forge from ``process_before_every_sampling``; on A1111 1.7-1.9, which lack t
 ``p.sampler`` may not exist yet for txt2img). `settings` is the validated, frozen
 `SlothSettings` of the job; `seed` is the first seed of the current batch. It patches this pass
 only (the A1111 adapter wraps ``p.sampler.model_wrap_cfg``; the Forge adapter clones
-``p.sd_model.forge_objects.unet``) and returns short notes for the console and the info text
-(e.g. "SAG skipped: no uncond at CFG 1"). It should not raise; the Script reports it if it does.
+``p.sd_model.forge_objects.unet``) and returns the pass object, whose `notes` are short notes
+for the console and the info text (e.g. "SAG skipped: no uncond at CFG 1"). It should not raise;
+the Script reports it if it does.
 
 A pass in which nothing could be patched (an unsupported WebUI, a Flux / SD3 model on Forge
-main) returns its notes as `NothingPatched`: the Script then writes only the note into the info
-text, no method keys, so a pasted image never claims settings that did not run.
+main) returns `NothingPatched(notes)`: the Script then writes only the note into the info text,
+no method keys, so a pasted image never claims settings that did not run. A pass that attaches
+later (A1111 1.7-1.9's first txt2img pass) returns `PassNotes`, whose notes fill in then.
 
 Detection is by import, like pamparamm's sd-perturbed-attention: ``ldm_patched`` -> Forge /
 reForge (`lib_sloth.webui.forge.ForgeBackend`); Forge's newer ``backend`` package together with
@@ -27,11 +29,21 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Callable
+from typing import Callable, List, Optional
 
 
-class NothingPatched(list):
-    """The notes of a pass in which Sloth patched nothing (see the module docstring)."""
+class PassNotes:
+    """A pass's notes without a pass object: a pass that attaches later (its notes are filled in
+    then), or, as `NothingPatched`, one that patched nothing. `notes` is kept, not copied."""
+
+    nothing_patched = False
+
+    def __init__(self, notes: Optional[List[str]] = None):
+        self.notes: List[str] = [] if notes is None else notes
+
+
+class NothingPatched(PassNotes):
+    """A pass in which Sloth patched nothing (see the module docstring)."""
 
     nothing_patched = True
 
@@ -47,7 +59,7 @@ class Backend:
         """A warning to show at the top of the accordion, or ''."""
         return ""
 
-    def attach(self, p, settings, seed: int) -> list[str]:
+    def attach(self, p, settings, seed: int):
         raise NotImplementedError
 
     def __repr__(self):
@@ -66,7 +78,7 @@ class UnsupportedBackend(Backend):
     def ui_note(self) -> str:
         return self.message
 
-    def attach(self, p, settings, seed: int) -> list[str]:
+    def attach(self, p, settings, seed: int) -> NothingPatched:
         return NothingPatched([self.message])
 
 

@@ -13,16 +13,16 @@ pass lives on one `ComfyPass` that only those two functions reference.
   ``model_wrap_cfg.steps`` and the sampler loops call ``callback_state`` once per step). The
   attention class of the UNet's attn1 layers is class-patched only for the duration of the call.
   A wrapper another extension set earlier (MultiDiffusion, ...) is chained inside ours.
-- SAG: the wrapper knows each call's ``cond_or_uncond`` chunks (``b = rows // len(chunks)``) and
-  arms the map recording on the first uncond chunk only, then stops recording, so calls the
-  sampler splits (memory pressure, conds that cannot be concatenated) never mix maps. A post-CFG
-  function (x0 space) applies the guidance; its extra UNet call goes through the backend's
-  `Substrate.uncond_x0`, with the uncond conds stripped of mask/area keys and with our wrapper
-  only (a foreign wrapper is dropped for it). Steps whose calls held no uncond rows (the CFG 1
-  optimisation, NGMS / skip early CFG, a pre-CFG function that dropped it) are skipped: the
-  sampler then hands a zero tensor as ``uncond_denoised``, not None. ``disable_cfg1_optimization``
-  stays False: SAG does not force an uncond pass at CFG 1 (Forge main's built-in SAG also refuses
-  CFG <= 1).
+- Guidance methods (lib_sloth.guidance: SAG, ...): the wrapper knows each call's ``cond_or_uncond``
+  chunks (``b = rows // len(chunks)``) and arms the recording guidances on the first uncond chunk
+  only, then stops recording, so calls the sampler splits (memory pressure, conds that cannot be
+  concatenated) never mix maps. A post-CFG function (x0 space) applies every guidance; an extra
+  UNet call goes through the backend's `Substrate.x0_for`, with the conds stripped of mask/area
+  keys and with our wrapper only (a foreign wrapper is dropped for it). Steps whose calls held no
+  uncond rows (the CFG 1 optimisation, NGMS / skip early CFG, a pre-CFG function that dropped it)
+  have no uncond for the guidances: the sampler then hands a zero tensor as ``uncond_denoised``,
+  not None. ``disable_cfg1_optimization`` stays False: SAG does not force an uncond pass at CFG 1
+  (Forge main's built-in SAG also refuses CFG <= 1).
 
 Neighbours. The transformer block runs ``attn1_patch`` functions (HyperTile, token merging) before
 attn1 and then passes ``context = value = n``; the engine leaves any call with a context to the
@@ -31,13 +31,13 @@ to that call's own copy of the options: where the tokens reached attn1 unchanged
 and value is n``) it passes ``None, None``, which the attention treats identically, so Sloth still
 rewrites those layers; where another patch changed them (a HyperTile tile, merged tokens) the call
 stays theirs and the layer is named in a note. An ``attn1`` replacement (Forge's built-in SAG on
-the middle block) takes the layer out of ``self.attn1`` entirely; that is noted too, and Sloth's
-SAG skips rather than guide without a map.
+the middle block) takes the layer out of ``self.attn1`` entirely; that is noted too, and a guidance
+that needs that layer (`Guidance.needs_layers`: SAG's map) skips rather than guide without it.
 
 Refiner. Both Forge lines switch to the refiner inside sampling and then sample with the refiner's
 own fresh patcher; `follow_refiner` patches a clone of it for the same pass (see its docstring).
 
-What differs per backend is injected as a `Substrate` (today only the extra SAG call's module).
+What differs per backend is injected as a `Substrate` (today only the extra guidance call's module).
 """
 from __future__ import annotations
 
@@ -46,10 +46,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from .. import methods
+from ..guidance import GuidedStep
 from ..patch import SlothPatch
-from ..sag import SagPass
-from ..sag_capture import RECORDED_BLOCK, RECORDED_INDEX
 from .clock import StepClock
+from .job import job_of
 
 # keys of a Comfy-style cond dict that restrict it to part of the latent (get_area_and_mult)
 AREA_KEYS = ("mask", "mask_strength", "area", "strength", "set_area_to_bounds")
@@ -65,11 +66,13 @@ def is_unet(model) -> bool:
     return all(hasattr(model, part) for part in UNET_PARTS)
 
 
-SAG_NO_UNCOND = ("SAG skipped on steps without an uncond pass (CFG scale 1, NGMS / skip early CFG, or another "
-                 "extension dropped it)")
+def no_uncond_note(guidance) -> str:
+    return (f"{methods.method_of(guidance).short} skipped on steps without an uncond pass (CFG scale 1, NGMS / "
+            "skip early CFG, or another extension dropped it)")
 
-# (model, uncond conds, x_in, sigma, model_options) -> the uncond x0 prediction for x_in
-UncondX0 = Callable[[object, list, torch.Tensor, torch.Tensor, dict], torch.Tensor]
+
+# (model, conds, x_in, sigma, model_options) -> the x0 prediction for x_in with those conds alone
+X0For = Callable[[object, list, torch.Tensor, torch.Tensor, dict], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -77,15 +80,15 @@ class Substrate:
     """What one Comfy-style backend does differently from the others."""
 
     name: str  # for error messages: "Forge (ldm_patched)", "Forge (backend)"
-    uncond_x0: UncondX0  # SAG's extra UNet call with the uncond conditioning only
+    x0_for: X0For  # a guidance's extra UNet call with one conditioning only
 
 
-def attach_clone(p, settings, seed: int, substrate: Substrate, notes: Sequence[str] = ()) -> List[str]:
+def attach_clone(p, settings, seed: int, substrate: Substrate, notes: Sequence[str] = ()) -> "ComfyPass":
     """Clone ``p.sd_model.forge_objects.unet``, patch the clone for this pass, assign it back.
 
     Idempotent per pass: the WebUI resets ``forge_objects`` before each call, and attaching twice
-    to one patcher replaces the earlier pass instead of nesting. Returns the pass's live notes
-    (`notes` first); raises ValueError naming the field when ``p`` is not what this backend knows.
+    to one patcher replaces the earlier pass instead of nesting. Returns the pass (its live notes:
+    `notes` first); raises ValueError naming the field when ``p`` is not what this backend knows.
     """
     objects = getattr(getattr(p, "sd_model", None), "forge_objects", None)
     patcher = getattr(objects, "unet", None)
@@ -98,16 +101,18 @@ def attach_clone(p, settings, seed: int, substrate: Substrate, notes: Sequence[s
     if sampler is None or not hasattr(sampler, "callback_state"):
         raise ValueError("p.sampler: missing or without callback_state; cannot key the schedule on steps")
     unet = patcher.clone()
-    sloth_pass = ComfyPass(unet, settings, seed, StepClock(sampler, getattr(p, "steps", 1) or 1), substrate)
-    sloth_pass.patch.recorder = getattr(p, "sloth_recorder", None)  # "Show Sloth maps" (hooks.attach_pass)
+    sloth_pass = ComfyPass(unet, settings, seed, StepClock(sampler, getattr(p, "steps", 1) or 1), substrate,
+                           recorder=job_of(p).recorder)  # "Show Sloth maps" (hooks.attach_pass)
     for note in notes:
         sloth_pass.patch.note(note)
     sloth_pass.check_builtins(getattr(p, "extra_generation_params", None) or {})
-    if sloth_pass.sag.active and pass_cfg(p) == 1:
-        sloth_pass.patch.note(SAG_NO_UNCOND)
+    if pass_cfg(p) == 1:
+        for guidance in sloth_pass.guidances:
+            if guidance.extra_rows == "uncond":
+                sloth_pass.patch.note(no_uncond_note(guidance))
     objects.unet = unet
     follow_refiner(getattr(sampler, "model_wrap_cfg", None), sloth_pass)
-    return sloth_pass.notes
+    return sloth_pass
 
 
 def follow_refiner(denoiser, sloth_pass: "ComfyPass") -> None:
@@ -140,25 +145,26 @@ def follow_refiner(denoiser, sloth_pass: "ComfyPass") -> None:
 class ComfyPass:
     """Everything of one sampling pass; referenced only by the functions set on its UnetPatcher."""
 
-    def __init__(self, unet, settings, seed: int, clock: StepClock, substrate: "Substrate"):
+    nothing_patched = False
+
+    def __init__(self, unet, settings, seed: int, clock: StepClock, substrate: "Substrate", recorder=None):
         self.substrate = substrate
         self.clock = clock
-        self.patch = SlothPatch(unet.model.diffusion_model, settings, seed)
-        self.sag = SagPass(settings.sag, self.patch)
+        self.patch = SlothPatch(unet.model.diffusion_model, settings, seed, recorder=recorder)
+        self.guidances = self.patch.guidances  # lib_sloth.guidance objects of this pass
         self.notes = self.patch.notes  # grows while sampling
         self.unet_calls = 0  # UNet calls seen (tests, info)
         self._skipped_layers: Dict[tuple, None] = {}  # layers another attn1_patch changed (ordered set)
         self._skipped_note: Optional[int] = None  # index of the note listing them
         self._step_uncond_chunks = 0  # uncond chunks in this step's UNet calls, reset by the post-CFG
-        self._middle_replaced = False
-        self._in_sag_call = False
+        self._blocked: List = []  # guidances whose needed layer another extension replaced
         self._normaliser = self._normalise  # one bound method, so `is` finds it in a patch list
 
-        self.post_cfg = self._make_post_cfg() if self.sag.active else None
+        self.post_cfg = self._make_post_cfg() if self.guidances else None
         self._install_on(unet)
 
     def _install_on(self, unet) -> None:
-        """Register this pass's wrapper (and SAG's post-CFG function) on one UnetPatcher."""
+        """Register this pass's wrapper (and the guidances' post-CFG function) on one UnetPatcher."""
         existing = unet.model_options.get("model_function_wrapper")
         foreign = existing
         if getattr(existing, "sloth_pass", None) is not None:  # attached twice to one patcher: don't nest
@@ -166,18 +172,19 @@ class ComfyPass:
             _drop_post_cfg(unet.model_options, existing.sloth_pass)
         self.foreign_wrapper = foreign
         if foreign is not None:
+            recording = [methods.method_of(g).short for g in self.guidances if g.records]
             self.patch.note(f"another extension's UNet function wrapper ({_describe(foreign)}) runs inside "
                             "Sloth's; Sloth's patches apply to every UNet call it makes"
-                            + ("; SAG reads the map of the last uncond call it makes (wrong for tiled "
-                               "diffusion)" if self.sag.active else ""))
+                            + (f"; {' and '.join(recording)} reads the map of the last uncond call it makes "
+                               "(wrong for tiled diffusion)" if recording else ""))
         # plain functions, not bound methods: UnetPatcher.clone() deep-copies model_options, which
         # copies functions by reference but would deep-copy a bound method's instance (the UNet)
         self.wrapper = self._make_wrapper(foreign)
-        self.bare_wrapper = self._make_wrapper(None)  # for SAG's extra call: no foreign wrapper
+        self.bare_wrapper = self._make_wrapper(None)  # for a guidance's extra call: no foreign wrapper
         unet.set_model_unet_function_wrapper(self.wrapper)
         if self.post_cfg is not None:
             unet.set_model_sampler_post_cfg_function(self.post_cfg, disable_cfg1_optimization=False)
-        self._middle_replaced = False
+        self._blocked = []
         self._check_options(unet.model_options)
 
     # ---- the refiner switch --------------------------------------------------------------------
@@ -201,9 +208,11 @@ class ComfyPass:
     # ---- neighbours ---------------------------------------------------------------------------
     def check_builtins(self, params) -> None:
         """Forge's built-in SAG / HyperTile, if their scripts ran before ours (their info-text keys)."""
-        if params.get(BUILTIN_SAG_KEY) and self.sag.active:
-            self.patch.note("Forge's built-in SelfAttentionGuidance is enabled too: it replaces the middle "
-                            "block's first self-attention, which Sloth's SAG needs, so Sloth's SAG is skipped "
+        needing = [g for g in self.guidances if BUILTIN_SAG_LAYER in g.needs_layers]
+        if params.get(BUILTIN_SAG_KEY) and needing:
+            names = " and ".join(f"Sloth's {methods.method_of(g).short}" for g in needing)
+            self.patch.note(f"Forge's built-in SelfAttentionGuidance is enabled too: it replaces the middle "
+                            f"block's first self-attention, which {names} needs, so {names} is skipped "
                             "wherever it does; disable one of them")
         elif params.get(BUILTIN_SAG_KEY):
             self.patch.note("Forge's built-in SelfAttentionGuidance is enabled: Sloth leaves the middle block's "
@@ -222,15 +231,15 @@ class ComfyPass:
                             "call whose tokens it changes to it")
         replaced = list(((options.get("patches_replace") or {}).get("attn1") or {}).keys())
         if replaced:
-            middle = [k for k in replaced
-                      if tuple(k[:2]) == (RECORDED_BLOCK, 0) and (len(k) == 2 or k[2] == RECORDED_INDEX)]
-            if middle:
-                self._middle_replaced = True
+            layers = {_our_layer(k) for k in replaced}
+            blocked = [g for g in self.guidances if layers & set(g.needs_layers)]
+            self._blocked = list(dict.fromkeys([*self._blocked, *blocked]))
             shown = ", ".join(_block_name(k) for k in replaced[:4]) + (f" and {len(replaced) - 4} more"
                                                                         if len(replaced) > 4 else "")
+            skipped = "".join(f"; Sloth's {methods.method_of(g).short} is skipped, it needs the middle block's "
+                              "first self-attention" for g in blocked)
             self.patch.note(f"another extension replaces attn1 of {shown} (Forge's built-in SAG?): Sloth leaves "
-                            "those layers to it" + ("; Sloth's SAG is skipped, it needs the middle block's "
-                                                    "first self-attention" if middle and self.sag.active else ""))
+                            "those layers to it" + skipped)
 
     def _normalise(self, n, context, value, extra_options):
         """Appended after foreign attn1 patches of a call: untouched tokens become a plain self-attention call."""
@@ -280,23 +289,24 @@ class ComfyPass:
         else:
             self._check_options({"transformer_options": c.get("transformer_options") or {}})
         self.patch.set_step(*self.clock.now(args.get("timestep")))
-        armed = False
-        if self.sag.active and not self._in_sag_call:
+        armed = []
+        if self.guidances and not self.patch.in_extra_pass:
             rows = self._uncond_rows(args.get("cond_or_uncond"), args["input"].shape[0])
-            if rows and not self._middle_replaced:
-                self.sag.arm(rows)
-                armed = True
+            armed = [g for g in self.guidances if g.records and g not in self._blocked] if rows else []
+            for guidance in armed:
+                guidance.arm(rows)
         try:
             with self.patch:
                 if foreign is not None:
                     return foreign(apply_model, args)
                 return apply_model(args["input"], args["timestep"], **c)
         except BaseException:
-            self.sag.disarm()  # drop any map: nothing of this step is used
+            for guidance in self.guidances:
+                guidance.disarm()  # drop anything recorded: nothing of this step is used
             raise
         finally:
-            if armed:
-                self.sag.stop_recording()
+            for guidance in armed:
+                guidance.stop_recording()
 
     def _uncond_rows(self, cond_or_uncond: Optional[Sequence[int]], rows: int) -> List[int]:
         """The rows of the first uncond chunk of this call ([] if none); counts this step's uncond chunks."""
@@ -306,54 +316,56 @@ class ComfyPass:
         self._step_uncond_chunks += chunks.count(UNCOND)
         if rows % len(chunks):
             self.patch.note(f"a UNet call of {rows} rows in {len(chunks)} cond/uncond chunks: rows do not split "
-                            "evenly; SAG skipped that call")
+                            "evenly; guidance recording skipped that call")
             return []
         b = rows // len(chunks)
         first = chunks.index(UNCOND)
         return list(range(first * b, (first + 1) * b))
 
-    # ---- SAG (post-CFG, x0 space) ---------------------------------------------------------------
+    # ---- guidance (post-CFG, x0 space) ------------------------------------------------------------
     def _make_post_cfg(self):
         sloth_pass = self
 
-        def sloth_sag_post_cfg(args):
+        def sloth_guidance_post_cfg(args):
             return sloth_pass.post_cfg_step(args)
 
-        sloth_sag_post_cfg.sloth_pass = self
-        return sloth_sag_post_cfg
+        sloth_guidance_post_cfg.sloth_pass = self
+        return sloth_guidance_post_cfg
 
     def post_cfg_step(self, args):
         cfg = args["denoised"]
         uncond_chunks, self._step_uncond_chunks = self._step_uncond_chunks, 0
-        uncond_x0 = args.get("uncond_denoised")
-        uncond = args.get("uncond")
         x = args["input"]
-        if self._middle_replaced:
-            self.sag.disarm()
+        uncond_x0 = args.get("uncond_denoised")
+        if not uncond_chunks or uncond_x0 is None or not args.get("uncond"):
+            uncond_x0 = None  # the sampler hands zeros, not None, when no uncond ran
+        elif uncond_x0.shape != x.shape:
+            self.patch.note(f"guidance skipped: uncond prediction {tuple(uncond_x0.shape)} does not match the "
+                            f"latent {tuple(x.shape)}")
+            self._drop_step()
             return cfg
-        if not uncond_chunks or uncond_x0 is None or not uncond:
-            self.patch.note(SAG_NO_UNCOND)
-            self.sag.disarm()
-            return cfg
-        if uncond_chunks > 1:
-            self.patch.note(f"SAG: {uncond_chunks} uncond conditionings in one step; the map is read from one")
-        if uncond_x0.shape != x.shape:
-            self.patch.note(f"SAG skipped: uncond prediction {tuple(uncond_x0.shape)} does not match the latent "
-                            f"{tuple(x.shape)}")
-            self.sag.disarm()
-            return cfg
+        elif uncond_chunks > 1:
+            self.patch.note(f"guidance: {uncond_chunks} uncond conditionings in one step; maps are read from one")
         model, sigma = args["model"], args["sigma"]
-        conds = [_without_area(entry) for entry in uncond]
         options = {**args["model_options"], "model_function_wrapper": self.bare_wrapper}
 
-        def call_model(x_in: torch.Tensor) -> torch.Tensor:
-            self._in_sag_call = True
-            try:
-                return self.substrate.uncond_x0(model, conds, x_in, sigma, options)
-            finally:
-                self._in_sag_call = False
+        def call_model(which: str, x_in: torch.Tensor) -> torch.Tensor:
+            conds = [_without_area(entry) for entry in args.get(which) or ()]
+            return self.substrate.x0_for(model, conds, x_in, sigma, options)
 
-        return self.sag.guide(cfg, x, uncond_x0, call_model, space=None, prediction="x0")
+        step = GuidedStep(x, uncond_x0, args.get("cond_denoised"), call_model)
+        for guidance in self.guidances:
+            if guidance in self._blocked:
+                guidance.disarm()
+                continue
+            if uncond_x0 is None and guidance.extra_rows == "uncond":
+                self.patch.note(no_uncond_note(guidance))
+            cfg = guidance.guide(cfg, step)
+        return cfg
+
+    def _drop_step(self) -> None:
+        for guidance in self.guidances:
+            guidance.disarm()
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -368,7 +380,7 @@ def pass_cfg(p):
 
 
 def _without_area(entry):
-    """An ldm_patched cond dict covering the whole latent (reForge PR #487: mask/area break SAG's call)."""
+    """An ldm_patched cond dict covering the whole latent (reForge PR #487: mask/area break a guidance's call)."""
     if not isinstance(entry, dict):
         return entry
     return {k: v for k, v in entry.items() if k not in AREA_KEYS}
@@ -387,6 +399,19 @@ def _describe(fn) -> str:
     owner, _, _ = qualname.partition(".<locals>")
     name = qualname.rsplit(".", 1)[-1]
     return f"{owner}: {name}" if owner != qualname and owner != name else name
+
+
+# Forge's built-in SAG replaces ComfyUI's ("middle", 0, 0): our ("middle", 0)
+BUILTIN_SAG_LAYER = ("middle", 0)
+
+
+def _our_layer(key):
+    """A ComfyUI attn1 key (block, block id, transformer index) as our (block, index) for the middle
+    block, whose transformers are counted in one run; None for other blocks (counted per block id)."""
+    key = tuple(key)
+    if key[:2] == ("middle", 0):
+        return "middle", key[2] if len(key) > 2 else 0
+    return None
 
 
 def _block_name(key) -> str:

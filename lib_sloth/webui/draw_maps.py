@@ -4,15 +4,16 @@
 
 in this order (the order the gallery and the API show them, after the generated images):
 
-1. SAG: one strip of up to three panels (first, middle and last guided step): the final image
-   under the uncond's received-attention map (heat, nearest-upsampled) with the engine's blur mask
-   outlined and tinted cyan; threshold and blur sigma in the caption.
-2. Near-sighted Tile / Attention: one image per tiled level, shallowest first, of two panels (the
-   peak step and the step farthest from it; Tile: first and last step): this step's tiles (yellow,
-   with their seams) and the global sample's cells (cyan) over the final image; tile size and
-   global ratio per panel.
+1. Each guidance method's overlays (SAG: the uncond's received attention): one strip of up to
+   three panels (first, middle and last guided step): the final image under the overlay's heat
+   (nearest-upsampled) with the cells it acted on outlined and tinted cyan; its tag (SAG:
+   threshold and blur sigma) in the caption.
+2. Tiled plans (Near-sighted Tile / Attention): one image per tiled level, shallowest first, of two
+   panels (the schedule's peak step and the step farthest from it; without a schedule: first and
+   last step): this step's tiles (yellow, with their seams) and the global sample's cells (cyan)
+   over the final image; tile size and global ratio per panel.
 3. K/V budget: keys per query as a share of the unpatched layer, per level across the steps of
-   the pass (Slothful, Near-sighted Tile / Attention, AgentSD); levels left alone are flat at 100 %.
+   the pass (every enabled per-layer method); levels left alone are flat at 100 %.
 
 Every image starts with a caption band that names the map, the pass and the image of the batch,
 so the label survives the API, saving and any gallery; the caption is also in ``image.info``.
@@ -27,7 +28,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..maps import MapRecorder, SagRecord, TileRecord
+from .. import methods
+from ..maps import MapRecorder, OverlayRecord, TileRecord
 
 PANEL_MAX = 512  # long side of one panel, in pixels (never upscaled)
 HEADER = 44  # caption band height
@@ -92,9 +94,9 @@ def tile_geometry_px(record: TileRecord, size: Tuple[int, int]):
     return tiles, cells
 
 
-def sag_overlay_mask(record: SagRecord, size: Tuple[int, int]) -> np.ndarray:
-    """The engine's mask (latent size) upsampled to a panel: [H, W] bool."""
-    return upsample_nearest(record.mask.numpy().astype(bool), size)
+def overlay_mask(record: OverlayRecord, size: Tuple[int, int]) -> np.ndarray:
+    """The overlay's mask (latent size) upsampled to a panel: [H, W] bool."""
+    return upsample_nearest(record.overlay.mask.numpy().astype(bool), size)
 
 
 # ---- rendering -----------------------------------------------------------------------------------
@@ -108,8 +110,8 @@ def render(recorder: Optional[MapRecorder], image: Image.Image, label: str) -> L
         return []
     base = image.convert("RGB")
     out: List[MapImage] = []
-    if recorder.sag_records():
-        out.append(sag_strip(recorder, base, label))
+    for name in recorder.overlay_names():
+        out.append(overlay_strip(recorder, name, base, label))
     for level in recorder.tiled_levels():
         out.append(tile_map(recorder, level, base, label))
     if _has_rewrite(recorder):
@@ -119,34 +121,38 @@ def render(recorder: Optional[MapRecorder], image: Image.Image, label: str) -> L
     return out
 
 
+def _rewriting_methods(recorder: MapRecorder) -> List[str]:
+    """Titles of the enabled per-layer methods (the ones a budget chart is about)."""
+    return [m.title for m in methods.all_methods() if m.plan is not None and m.block(recorder.settings).enabled]
+
+
 def _has_rewrite(recorder: MapRecorder) -> bool:
-    s = recorder.settings
-    return any(getattr(s, name).enabled for name in ("slothful", "tile", "nearsighted", "agentsd"))
+    return bool(_rewriting_methods(recorder))
 
 
-def sag_strip(recorder: MapRecorder, base: Image.Image, label: str) -> MapImage:
-    records = recorder.sag_records()
+def overlay_strip(recorder: MapRecorder, name: str, base: Image.Image, label: str) -> MapImage:
+    records = recorder.overlay_records(name)
     size = panel_size(base.size)
-    first = records[0]
-    caption = (f"Sloth SAG map - {label}: received attention (heat) and blurred cells (cyan); "
-               f"threshold {_num(first.threshold)}, blur sigma {_num(first.blur_sigma)}")
+    first = records[0].overlay
+    caption = f"Sloth {methods.get(name).short} map - {label}: {first.legend}; {first.tag}"
     panels = []
     for r in records:
-        panel = _sag_panel(r, base.resize(size, Image.BILINEAR))
-        _tag(panel, f"step {r.step + 1}/{recorder.total}: {float(r.received.min()):.2f}-"
-                    f"{float(r.received.max()):.2f}, {float(r.mask.float().mean()) * 100:.0f}% blurred")
+        panel = _overlay_panel(r, base.resize(size, Image.BILINEAR))
+        heat, mask = r.overlay.heat, r.overlay.mask
+        _tag(panel, f"step {r.step + 1}/{recorder.total}: {float(heat.min()):.2f}-"
+                    f"{float(heat.max()):.2f}, {float(mask.float().mean()) * 100:.0f}% {r.overlay.marked}")
         panels.append(panel)
     return MapImage(caption, _with_header(_row(panels), caption))
 
 
-def _sag_panel(record: SagRecord, base: Image.Image) -> Image.Image:
+def _overlay_panel(record: OverlayRecord, base: Image.Image) -> Image.Image:
     size = base.size
-    received = record.received.numpy().astype(np.float32)
+    received = record.overlay.heat.numpy().astype(np.float32)
     low, high = float(received.min()), float(received.max())
     # stretched min..max (printed on the panel): received attention averages 1 and often varies little
     heat = _heat(upsample_nearest((received - low) / max(high - low, 1e-6), size))  # [H, W, 3] uint8
     pixels = np.asarray(base, dtype=np.float32) * 0.45 + heat.astype(np.float32) * 0.55
-    mask = sag_overlay_mask(record, size)
+    mask = overlay_mask(record, size)
     pixels[mask] = pixels[mask] * 0.65 + np.array(MASK, np.float32) * 0.35
     edge = mask & ~_eroded(mask)
     pixels[edge] = MASK
@@ -169,7 +175,7 @@ def _eroded(mask: np.ndarray) -> np.ndarray:
 
 def tile_map(recorder: MapRecorder, level: int, base: Image.Image, label: str) -> MapImage:
     records = recorder.tile_records(level)
-    method = "Near-sighted Attention" if recorder.settings.nearsighted.enabled else "Near-sighted Tile"
+    method = records[0].layout.title
     grid = records[0].grid
     caption = (f"Sloth {method} tiles - {label}: level {level} ({grid.h}x{grid.w} cells); "
                "tiles with this step's seams (yellow), global sample (cyan)")
@@ -179,8 +185,8 @@ def tile_map(recorder: MapRecorder, level: int, base: Image.Image, label: str) -
     for r in records:
         panel = base.resize(size, Image.BILINEAR)
         _draw_tiles(panel, r)
-        when = " (peak)" if recorder.settings.nearsighted.enabled and r.step == peak_step else ""
-        ratio = f"global {r.global_ratio:.2f}" if r.global_window else "no global"
+        when = " (peak)" if recorder.tile_peak_time is not None and r.step == peak_step else ""
+        ratio = f"global {r.global_ratio:.2f}" if r.layout.global_keys() else "no global"
         _tag(panel, f"step {r.step + 1}/{recorder.total}{when}: tile {r.tile_size}, {ratio}")
         panels.append(panel)
     return MapImage(caption, _with_header(_row(panels), caption))
@@ -202,12 +208,8 @@ def _draw_tiles(panel: Image.Image, record: TileRecord) -> None:
 
 
 def budget_chart(recorder: MapRecorder, label: str) -> MapImage:
-    methods = [name for name, on in (("Slothful", recorder.settings.slothful.enabled),
-                                     ("Near-sighted Tile", recorder.settings.tile.enabled),
-                                     ("Near-sighted Attention", recorder.settings.nearsighted.enabled),
-                                     ("AgentSD", recorder.settings.agentsd.enabled)) if on]
     caption = (f"Sloth K/V budget - {label}: keys per query, % of the unpatched layer, per level and step "
-               f"({', '.join(methods)})")
+               f"({', '.join(_rewriting_methods(recorder))})")
     plot_w, plot_h = CHART_SIZE
     margin_l, margin_b, margin_t = 48, 30, 12
     img = Image.new("RGB", (margin_l + plot_w + 16 + LEGEND_W, margin_t + plot_h + margin_b), BACKGROUND)

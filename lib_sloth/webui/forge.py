@@ -2,7 +2,7 @@
 
 The pass lifecycle, the model function wrapper, SAG's rows by ``cond_or_uncond`` and its post-CFG
 guidance are shared with Forge main's adapter (`lib_sloth.webui.comfy_pass`). What is particular
-to this line is only SAG's extra UNet call: reForge has ComfyUI's newer
+to this line is only a guidance's extra UNet call: reForge has ComfyUI's newer
 ``ldm_patched.modules.samplers.calc_cond_batch(model, [conds], ...)``, old Forge (tag
 ``previous``) only ``calc_cond_uncond_batch(model, cond, uncond, ...)``.
 """
@@ -22,8 +22,8 @@ class ForgeBackend(Backend):
         return attach_clone(p, settings, seed, LDM_PATCHED)
 
 
-def _uncond_x0(model, conds, x_in, sigma, model_options):
-    """One UNet pass with the uncond conditioning only: reForge's calc_cond_batch, else old Forge's."""
+def _x0_for(model, conds, x_in, sigma, model_options):
+    """One UNet pass with one conditioning only: reForge's calc_cond_batch, else old Forge's."""
     samplers = importlib.import_module("ldm_patched.modules.samplers")
     calc = getattr(samplers, "calc_cond_batch", None)
     if calc is not None:
@@ -31,4 +31,4 @@ def _uncond_x0(model, conds, x_in, sigma, model_options):
     return samplers.calc_cond_uncond_batch(model, conds, None, x_in, sigma, model_options)[0]
 
 
-LDM_PATCHED = Substrate(name="Forge (ldm_patched)", uncond_x0=_uncond_x0)
+LDM_PATCHED = Substrate(name="Forge (ldm_patched)", x0_for=_x0_for)

@@ -13,12 +13,13 @@ Facts this relies on (read from Forge main @ dfdcbab6, 2025-06-26):
   engine class-patches it like any other attention class (a ``transformer_options`` keyword is not
   a foreign input) and chains to the forward it found, which calls ``backend.attention.attention_function``.
 - ``backend/sampling/sampling_function.py``: ``calc_cond_uncond_batch(model, cond, uncond, x_in,
-  timestep, model_options)`` (SAG's extra call); CFG 1 drops the uncond unless
+  timestep, model_options)`` (a guidance's extra call); CFG 1 drops the uncond unless
   ``disable_cfg1_optimization``; the CFG denoiser samples the hires pass with ``p.hr_cfg`` and turns
   NGMS / skip early CFG into ``cond_scale = 1``.
 - ``backend/misc/tomesd.py``: the WebUI's token merging is a ``TomePatcher`` attn1_patch plus an
   attn1_output_patch on the same clone. Layers whose tokens it merged are left to it (shared
-  logic); AgentSD, which merges tokens itself, is switched off while it is on.
+  logic); methods that merge tokens themselves (`Method.yields_to_token_merging`: AgentSD) are
+  switched off while it is on.
 - ``backend/diffusion_engine/base.py``: ``is_webui_legacy_model()`` is false for Flux (and other
   non-UNet models); it is *true* for SD3, which is an MMDiT all the same. Neither has a UNet's
   attn1 layers: nothing is patched, one note says so, the info text keeps no method keys.
@@ -30,13 +31,13 @@ from __future__ import annotations
 import importlib
 from typing import List, Optional
 
-from ..agentsd import without_agentsd
+from .. import methods
 from .backend import Backend, NothingPatched
 from .comfy_pass import Substrate, attach_clone, is_unet
 
 TOMESD_MODULE = "backend.misc.tomesd"  # where Forge main's TomePatcher defines its patch functions
-AGENTSD_WITH_TOMESD = ("AgentSD skipped: the WebUI's token merging (Forge's 'Token merging ratio') is active on "
-                       "this pass, and tokens must not be merged twice; set that ratio to 0 to use AgentSD")
+TOKEN_MERGING_WHERE = "the WebUI's token merging (Forge's 'Token merging ratio') is active on this pass"
+
 class ForgeMainBackend(Backend):
     name = "Forge (backend)"
 
@@ -46,9 +47,10 @@ class ForgeMainBackend(Backend):
             return NothingPatched([skipped])
         notes = []
         patcher = p.sd_model.forge_objects.unet
-        if settings.agentsd.enabled and webui_token_merging(getattr(patcher, "model_options", None) or {}):
-            settings = without_agentsd(settings)
-            notes.append(AGENTSD_WITH_TOMESD)
+        yielding = methods.standing_down_for_token_merging(settings)
+        if yielding and webui_token_merging(getattr(patcher, "model_options", None) or {}):
+            settings = methods.without(settings, [m.name for m in yielding])
+            notes.extend(methods.token_merging_note(m, TOKEN_MERGING_WHERE) for m in yielding)
         return attach_clone(p, settings, seed, FORGE_MAIN, notes)
 
 
@@ -78,10 +80,10 @@ def webui_token_merging(model_options) -> bool:
     return any(getattr(fn, "__module__", None) == TOMESD_MODULE for fn in patches.get("attn1_patch") or ())
 
 
-def _uncond_x0(model, conds, x_in, sigma, model_options):
-    """One UNet pass with the uncond conditioning only (Forge main's calc_cond_uncond_batch)."""
+def _x0_for(model, conds, x_in, sigma, model_options):
+    """One UNet pass with one conditioning only (Forge main's calc_cond_uncond_batch)."""
     sampling = importlib.import_module("backend.sampling.sampling_function")
     return sampling.calc_cond_uncond_batch(model, conds, None, x_in, sigma, model_options)[0]
 
 
-FORGE_MAIN = Substrate(name="Forge (backend)", uncond_x0=_uncond_x0)
+FORGE_MAIN = Substrate(name="Forge (backend)", x0_for=_x0_for)

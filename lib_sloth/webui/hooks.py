@@ -1,13 +1,14 @@
 """What the Script's hooks do, kept out of the Script so they read in one place.
 
 Per job, `prepare_job` (from ``Script.process``) turns the args into settings, writes the info
-text and keeps the settings on ``p.sloth_settings`` (None = do nothing). Per sampling pass,
-`attach_pass` hands them to the backend. All state lives on ``p``, which X/Y/Z copies per cell
-(a shallow copy): dicts that may be shared with the original ``p`` (``extra_generation_params``,
-``comments``) are copied on write, never changed in place, so nothing leaks from one cell to the
-next; a job without Sloth leaves them alone.
+text and keeps the settings on the job object (``p.sloth_job``, lib_sloth.webui.job; settings None
+= do nothing). Per sampling pass, `attach_pass` hands them to the backend and keeps the pass it
+returns. All state lives on that one object on ``p``, which X/Y/Z copies per cell (a shallow copy;
+`prepare_job` gives each cell its own job object): dicts that may be shared with the original
+``p`` (``extra_generation_params``, ``comments``) are copied on write, never changed in place, so
+nothing leaks from one cell to the next; a job without Sloth leaves them alone.
 
-"Show Sloth maps" (``show_maps``): `attach_pass` puts a `MapRecorder` on ``p.sloth_recorder``
+"Show Sloth maps" (``show_maps``): `attach_pass` puts a `MapRecorder` on the job (`recorder`)
 for each pass of the job's first batch (the adapters hand it to the pass's SlothPatch; a later
 pass, e.g. the hires pass, replaces an earlier one) and `append_maps` (from ``Script.postprocess``)
 draws it over the first image and appends the maps to ``processed.images``, after the generated
@@ -22,16 +23,15 @@ from .. import infotext, user_presets, values
 from ..fields import SettingsError
 from ..maps import MapRecorder
 from . import args as script_args
+from .backend import NothingPatched
+from .job import job_of, new_job
 
 OUR_KEYS = (*infotext.all_keys(), infotext.NOTES_KEY, infotext.ERROR_KEY)
 
 
 def prepare_job(p, args, presets_path: str) -> script_args.Request | None:
     """Resolve this job's settings; on a bad name or value, report it and patch nothing."""
-    p.sloth_settings = None
-    p.sloth_notes = []
-    p.sloth_live_notes = []
-    p.sloth_recorder = p.sloth_maps = None
+    job = new_job(p)
     params = getattr(p, "extra_generation_params", None)
     if params is None or any(k in OUR_KEYS for k in params):  # stale keys, e.g. from a reused p
         p.extra_generation_params = {k: v for k, v in (params or {}).items() if k not in OUR_KEYS}
@@ -45,7 +45,7 @@ def prepare_job(p, args, presets_path: str) -> script_args.Request | None:
         report_error(p, f"Sloth could not read its settings ({type(err).__name__}: {values.shorten(str(err), 80)})")
         return None
     if request.enabled:
-        p.sloth_settings = request.settings
+        job.settings = request.settings
         if request.settings.active:  # "off" or no method ticked: the image is plain, and so is its info text
             write_params(p, infotext.to_params(request.settings))
     return request
@@ -66,25 +66,24 @@ def report_error(p, err: Exception) -> None:
 
 
 def attach_pass(p, backend) -> list[str]:
-    """Patch this sampling pass (if the job has active settings); returns the backend's notes."""
-    settings = getattr(p, "sloth_settings", None)
+    """Patch this sampling pass (if the job has active settings); returns the pass's notes so far."""
+    job = job_of(p)
+    settings = job.settings
     if settings is None or not settings.active:
         return []
-    _prepare_maps(p, settings)
+    _prepare_maps(p, job)
     try:
-        live = backend.attach(p, settings, batch_seed(p))
-        live = [] if live is None else live  # not `or []`: an empty list may still grow
-        if getattr(live, "nothing_patched", False):
+        sloth_pass = backend.attach(p, settings, batch_seed(p))
+        if sloth_pass.nothing_patched:
             drop_method_keys(p)
     except Exception as err:  # the WebUI would only log it; say what it means for the image
         traceback.print_exc()
-        live = [f"Sloth could not attach to this sampling pass ({type(err).__name__}: {err}); "
-                "it ran without Sloth"]
-    # The backend's list keeps growing while the pass samples (skipped layers, SAG skips):
-    # keep a reference and read it again after sampling (refresh_notes). A new list, not
-    # append: X/Y/Z cells are shallow copies of one p.
-    p.sloth_live_notes = [*(getattr(p, "sloth_live_notes", None) or []), live]
-    notes = [str(n) for n in live]
+        sloth_pass = NothingPatched([f"Sloth could not attach to this sampling pass ({type(err).__name__}: "
+                                     f"{err}); it ran without Sloth"])
+    # The pass's notes keep growing while it samples (skipped layers, SAG skips): keep the pass
+    # and read them again after sampling (refresh_notes).
+    job.passes.append(sloth_pass)
+    notes = [str(n) for n in sloth_pass.notes]
     record_notes(p, notes)
     return notes
 
@@ -99,9 +98,9 @@ def drop_method_keys(p) -> None:
 
 def refresh_notes(p) -> None:
     """After a batch has sampled: report what the passes noted while sampling."""
-    live = getattr(p, "sloth_live_notes", None)
-    if live:
-        record_notes(p, [str(n) for notes in live for n in notes])
+    passes = job_of(p).passes
+    if passes:
+        record_notes(p, [str(n) for sloth_pass in passes for n in sloth_pass.notes])
 
 
 def batch_seed(p) -> int:
@@ -114,12 +113,11 @@ def batch_seed(p) -> int:
 
 def record_notes(p, notes: list[str]) -> None:
     """Print each new note once per job and list them all in the info text."""
-    seen = list(getattr(p, "sloth_notes", None) or [])
+    seen = job_of(p).notes
     for note in notes:
         if note not in seen:
             seen.append(note)
             print(f"[Sloth] {note}", file=sys.stderr)
-    p.sloth_notes = seen
     if seen:
         write_params(p, {infotext.NOTES_KEY: "; ".join(seen)})
 
@@ -134,14 +132,13 @@ def pass_name(p) -> str:
     return "txt2img first pass" if getattr(p, "enable_hr", False) else "txt2img"
 
 
-def _prepare_maps(p, settings) -> None:
+def _prepare_maps(p, job) -> None:
     """A recorder for this pass when the job shows maps and this is its first batch; else none."""
-    p.sloth_recorder = None
-    if not getattr(settings, "show_maps", False) or (getattr(p, "iteration", 0) or 0) != 0:
+    job.recorder = None
+    if not getattr(job.settings, "show_maps", False) or (getattr(p, "iteration", 0) or 0) != 0:
         return
-    recorder = MapRecorder(settings, batch_seed(p))
-    p.sloth_recorder = recorder
-    p.sloth_maps = (pass_name(p), recorder)  # the last pass of the first batch is the one shown
+    job.recorder = MapRecorder(job.settings, batch_seed(p))
+    job.maps = (pass_name(p), job.recorder)  # the last pass of the first batch is the one shown
 
 
 def append_maps(p, processed) -> list:
@@ -150,7 +147,8 @@ def append_maps(p, processed) -> list:
     Returns the draw_maps.MapImage list (empty when maps are off or nothing was recorded). A
     drawing failure is reported and leaves the generated images as they are.
     """
-    maps, p.sloth_maps, p.sloth_recorder = getattr(p, "sloth_maps", None), None, None
+    job = job_of(p)
+    maps, job.maps, job.recorder = job.maps, None, None
     images = getattr(processed, "images", None)
     first = getattr(processed, "index_of_first_image", 0) or 0
     if not maps or not isinstance(images, list) or len(images) <= first:

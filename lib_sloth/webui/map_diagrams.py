@@ -38,7 +38,7 @@ def record_preset(name: str, steps: int = STEPS, latent: Tuple[int, int] = LATEN
     for step in range(steps):
         for block, level, layers in SD15_LAYERS:
             h, w = -(-latent[0] // 2 ** level), -(-latent[1] // 2 ** level)
-            call = LayerCall(block, TokenGrid(h, w, level), 2, step, steps, SEED, settings.upcast_attention)
+            call = LayerCall(block, TokenGrid(h, w, level), 2, step, steps, SEED)
             for _ in range(layers):
                 recorder.layer(call, plan_layer(settings, call), latent)
     return recorder

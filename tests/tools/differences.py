@@ -188,7 +188,7 @@ def main():
     no_offsets = lambda grid, rng: grid  # noqa: E731  (the node's padding sits at the end)
     with swapped(nearsighted, "with_offsets", no_offsets):
         ours = forward(unet, x, t, c, tile)
-        with swapped(nearsighted, "tiled_attention", zero_padded_tiles):
+        with swapped(nearsighted, "tile_attention", zero_padded_tiles):
             node = forward(unet, x, t, c, tile)
     row("padding", ours, node, plain)
 
@@ -232,7 +232,7 @@ def main():
 
 
 # ---- the original's rules, rebuilt from their documented semantics ----------------------------------
-def zero_padded_tiles(module, x, grid, global_stride, pool_block, pool_stride, upcast):
+def zero_padded_tiles(module, x, k_in, v_in, grid, global_stride, upcast):
     """Near-sighted Tile as the node runs it: the grid zero-padded at the bottom/right to whole tiles,
     every tile's padding cells among its keys and values (to_k(0) = 0: zero keys and values)."""
     from einops import rearrange
