@@ -318,12 +318,15 @@ def main(argv=None):
 
 
 def _substrate(name: str):
-    """The case builders of a substrate: build_unet, default_cases, sag_cases."""
-    if name == "diffusers":
-        from .diffusers import bench_cases as diffusers_cases
+    """The case builders of a substrate: build_unet, default_cases, sag_cases (and
+    find_self_attention when its layers are not ldm's). "ldm" is this module's own; any other name
+    is an adapter package that ships `lib_sloth/<name>/bench_cases.py`, looked up by name so the
+    tools layer never imports an adapter (tests/test_imports.py)."""
+    if name == "ldm":
+        return sys.modules[__name__]
+    import importlib
 
-        return diffusers_cases
-    return sys.modules[__name__]
+    return importlib.import_module(f"{__package__}.{name}.bench_cases")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ def test_inside_the_block_every_attn1_and_only_attn1_has_a_sloth_processor(sd15_
     with apply(sd15_pipe, "slothful") as run:
         current = processors(sd15_pipe.unet)
         ours = {k for k, p in current.items() if isinstance(p, SlothProcessor)}
-        assert ours == {f"{info.name}.processor" for info in run.state.index.layers.values()}
+        assert ours == {f"{info.name}.processor" for info in run.patch.layers.values()}
         assert all(k.endswith("attn1.processor") for k in ours)
         assert all(isinstance(current[k], AttnProcessor2_0) for k in current if k not in ours)
 
@@ -169,7 +169,7 @@ def test_masked_and_cross_attention_calls_are_the_wrapped_processors_own_output(
     with torch.no_grad():
         with apply(sd15_pipe, "slothful") as run:
             run.set_step(4, 10)  # Slothful's peak: an unmasked call of this layer would be rewritten
-            run.state.unet_call_started((32, 32))
+            run.patch.latent_hw = (32, 32)  # as inside a UNet call on a 32 x 32 latent
             masked, cross, plain = block.attn1(x, attention_mask=mask), block.attn2(x, encoder_hidden_states=ctx), block.attn1(x)
         assert torch.equal(masked, block.attn1(x, attention_mask=mask))
         assert torch.equal(cross, block.attn2(x, encoder_hidden_states=ctx))
@@ -261,7 +261,7 @@ def test_sdxl_shaped_unet_with_added_time_ids():
     for method in ("slothful", "sag", "agentsd"):
         out, run = sdxl(METHODS[method])
         assert (out - base).abs().max() > 1e-3 and run.rewritten, method
-    names = {i.name for i in run.state.index.layers.values()}
+    names = {i.name for i in run.patch.layers.values()}
     assert "down_blocks.2.attentions.0.transformer_blocks.1.attn1" in names  # depth 2 at the deepest level
     assert not any(n.startswith("down_blocks.0") for n in names)  # no attention at the top level
 
@@ -278,7 +278,7 @@ def test_sag_and_a_rewrite_run_with_any_scheduler_and_guidance_rescale(sd15_pipe
         runs = []
         out = generate(sd15_pipe, {**METHODS["sag"], "slothful.enabled": True}, steps=3, guidance_rescale=0.7,
                        run_out=runs)
-        assert (out - base).abs().max() > 1e-3 and runs[0].state.recorder is None
+        assert (out - base).abs().max() > 1e-3 and runs[0].patch.recorder is None
         assert not any("SAG" in n for n in runs[0].notes), runs[0].notes  # guided at every step
         assert torch.equal(generate(sd15_pipe, steps=3, guidance_rescale=0.7), base)
     finally:

@@ -43,7 +43,7 @@ def observe(pipe, img2img=False, guidance_scale=5.0, observer=None):
 
     with torch.no_grad(), apply(pipe, "slothful") as run:
         def look(module, args, kwargs):
-            seen.append((run.state.step, run.state.total))
+            seen.append((run.patch.step, run.patch.total))
             if observer is not None:
                 observer(run, args, kwargs)
 

@@ -12,7 +12,8 @@ import unets  # noqa: E402
 from diffusers import UNet2DConditionModel  # noqa: E402
 from diffusers.loaders.single_file_utils import LDM_UNET_KEY, convert_ldm_unet_checkpoint  # noqa: E402
 
-from lib_sloth import NoiseSpace, SagPass, SlothPatch, settings_from_dict  # noqa: E402
+from lib_sloth import NoiseSpace, SlothPatch, settings_from_dict  # noqa: E402
+from lib_sloth.guidance import GuidedStep  # noqa: E402
 from lib_sloth.diffusers import apply  # noqa: E402
 from lib_sloth.diffusers.layers import layer_index  # noqa: E402
 from lib_sloth.layers import LayerIndex  # noqa: E402
@@ -89,8 +90,8 @@ def test_each_method_agrees_between_ldm_and_diffusers(twins, method):
 
 
 def test_sag_agrees_between_ldm_and_diffusers(twins):
-    """SAG's term for the uncond row of a [uncond, cond] call: the ldm side through the engine's
-    SagPass directly, the diffusers side through the adapter's UNet hooks on a pipeline stand-in."""
+    """SAG's term for the uncond row of a [uncond, cond] call: the ldm side driving the patch's SAG
+    guidance directly, the diffusers side through the adapter's UNet hooks on a pipeline stand-in."""
     name, ldm, diff, (x, t, c), plain_ldm, plain_diff = twins
     settings = settings_from_dict(SAG)
     scheduler = du.ddim()
@@ -100,13 +101,16 @@ def test_sag_agrees_between_ldm_and_diffusers(twins):
     with torch.no_grad():
         base_ldm, base_diff = ldm(x, ts, c), diff(x, t_now, encoder_hidden_states=c).sample
         patch = SlothPatch(ldm, settings, seed=1)
-        sag = SagPass(settings.sag, patch)
+        sag = patch.guidance("sag")
         with patch:
             sag.arm([0])
             out = ldm(x, ts, c)
+            sag.stop_recording()
             uncond = out[:1]
-            guided = sag.guide(uncond, x[:1], uncond, lambda x_in: ldm(x_in, ts[:1], c[:1]), prediction="eps",
-                               space=NoiseSpace.from_alphas_cumprod(scheduler.alphas_cumprod, ts[:1], like=x))
+            rows = {"uncond": slice(0, 1), "cond": slice(1, 2)}
+            step = GuidedStep(x[:1], uncond, out[1:], lambda which, x_in: ldm(x_in, ts[:1], c[rows[which]]),
+                              NoiseSpace.from_alphas_cumprod(scheduler.alphas_cumprod, ts[:1], like=x), "eps")
+            guided = sag.guide(uncond, step)
         want = guided - uncond
         pipe = types.SimpleNamespace(unet=diff, scheduler=scheduler, do_classifier_free_guidance=True)
         with apply(pipe, settings, seed=1):

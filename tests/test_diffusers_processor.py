@@ -6,20 +6,26 @@ pytest.importorskip("diffusers")
 
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0  # noqa: E402
 
-from lib_sloth import settings_from_dict  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from lib_sloth import SlothPatch, settings_from_dict  # noqa: E402
 from lib_sloth.attention import attend  # noqa: E402
-from lib_sloth.diffusers import _engine, processor  # noqa: E402
+from lib_sloth.diffusers import processor  # noqa: E402
+from lib_sloth.diffusers._engine import LayerView  # noqa: E402
+from lib_sloth.layer_call import Plan  # noqa: E402
 from lib_sloth.layers import LayerIndex, LayerInfo  # noqa: E402
 from noise import EPS32, max_abs  # noqa: E402
 
 
-CALLS = []
-
-
-def plain_attention(layer, x):
+@dataclass(frozen=True)
+class PlainAttention(Plan):
     """A rewrite that is no rewrite: full softmax attention through the engine's kernel."""
-    CALLS.append(x.shape)
-    return attend(layer.to_q(x), layer.to_k(x), layer.to_v(x), layer.heads)
+
+    def run(self, layer, x, k_in, v_in, upcast):
+        return layer.to_out(attend(layer.to_q(x), layer.to_k(k_in), layer.to_v(v_in), layer.heads, upcast))
+
+    def keys_per_query(self, h, w):
+        return float(h * w)
 
 
 @pytest.mark.parametrize("extras", [
@@ -27,15 +33,15 @@ def plain_attention(layer, x):
     {"norm_num_groups": 8, "residual_connection": True, "rescale_output_factor": 2.0},
     {"spatial_norm_dim": 4, "residual_connection": True},
 ], ids=["plain", "group-norm-residual-rescale", "spatial-norm"])
-def test_a_rewrite_that_changes_nothing_gives_attnprocessor2_0s_output(monkeypatch, extras):
+def test_a_rewrite_that_changes_nothing_gives_attnprocessor2_0s_output(extras):
     torch.manual_seed(0)
     attn = Attention(query_dim=32, heads=4, dim_head=8, bias=True, **extras).eval()
-    info = LayerInfo("probe.attn1", "input", 0)
-    state = _engine.EngineState(settings_from_dict({"slothful.enabled": True}), 0,
-                                LayerIndex.from_table({attn: info}, [], 1))
-    state.unet_call_started((8, 8))
-    monkeypatch.setattr(processor, "plan_call", lambda *args: plain_attention)
-    wrapper = processor.SlothProcessor(AttnProcessor2_0(), info, state, {}, rewrite=True)
+    view, info = LayerView(attn), LayerInfo("probe.attn1", "input", 0)
+    patch = SlothPatch(attn, settings_from_dict({"slothful.enabled": True}), 0,
+                       layers=LayerIndex.from_table({view: info}, [], 1), forwards=False)
+    patch.latent_hw = (8, 8)  # as inside a UNet call on an 8 x 8 latent
+    patch.interceptors.append(lambda module, info, x, call: PlainAttention())  # the engine's first say
+    wrapper = processor.SlothProcessor(AttnProcessor2_0(), view, patch, rewrite=True)
     g = torch.Generator().manual_seed(1)
     temb = torch.randn(2, 4, 4, 4, generator=g) if "spatial_norm_dim" in extras else None
     for x in (torch.randn(2, 32, 8, 8, generator=g), torch.randn(2, 64, 32, generator=g)):  # 4-D and 3-D inputs
@@ -43,7 +49,8 @@ def test_a_rewrite_that_changes_nothing_gives_attnprocessor2_0s_output(monkeypat
             continue  # a spatial norm needs the 4-D feature map
         with torch.no_grad():
             got, want = wrapper(attn, x, temb=temb), AttnProcessor2_0()(attn, x, temb=temb)
-        assert got.shape == want.shape and CALLS.pop() == (2, 64, 32)  # the rewrite path ran
+        rewritten, patch.rewritten[info.name] = patch.rewritten[info.name], 0
+        assert got.shape == want.shape and rewritten == 1  # the rewrite path ran
         # same kernel, same order of operations: at most a rounding apart
         assert max_abs(got, want) <= 4 * EPS32 * float(want.abs().max()), extras
 

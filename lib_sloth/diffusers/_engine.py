@@ -1,96 +1,64 @@
-"""The adapter's one coupling to the engine: plan one attn1 call, run the plan.
+"""The adapter's one coupling to the engine: a SlothPatch driven by attention processors.
 
-Everything else in lib_sloth.diffusers talks to the engine only through `EngineState` and
-`plan_call` / `run_plan`, so a change of the engine's call API is an edit of this module.
-Today's engine API: interceptors (SAG's map recording) first, then the method table's planners
-(`methods.plan_layer`); a Runner returns the attention before to_out unless it `projects_out`.
+The engine plans and computes every self-attention call in `SlothPatch.attention_call` (the
+guidances' recording and perturbation first, then the method table's planners, in plan order;
+methods that need the transformer block's input and methods that stand down under token
+merging are handled there). A diffusers UNet has no attention class forward to patch, so the
+patch is built with the adapter's own layer index and `forwards=False`: it hooks the UNet (latent
+size) and, when a method reads it, the transformer blocks (block input), and the Sloth processors
+route each attn1 call to `attention_call` with a `LayerView` of the layer.
 """
 from __future__ import annotations
 
-from collections import Counter
-from typing import Callable, List, Optional, Tuple
+from typing import Dict
 
 import torch
+from torch import nn
 
-from ..agentsd import merged_by_tomesd, without_agentsd
-from ..layer_call import LayerCall, Runner
-from ..layers import LayerIndex, LayerInfo
-from ..methods import plan_layer
+from ..patch import SlothPatch
 from ..settings import SlothSettings
+from .layers import layer_index
 
 
-class EngineState:
-    """What the engine reads per call, for one `apply` block: settings, seed, the layer index,
-    the schedule position, the current UNet call's latent size, and the per-run outputs (notes,
-    rewritten-call counts, the maps recorder). Also what `SagPass` expects of its `patch`
-    (interceptors, notes, recorder, step, total, settings)."""
+class LayerView:
+    """A diffusers `Attention` as the engine's plans see a layer: to_q, to_k, to_v, heads and a
+    callable to_out (diffusers keeps to_out as [Linear, Dropout]). Read through at every use, so
+    adapters loaded while Sloth is on (PEFT swaps to_q...) are seen.
 
-    def __init__(self, settings: SlothSettings, seed: int, index: LayerIndex):
-        self.settings = settings
-        self.seed = int(seed)
-        self.index = index
-        self.step, self.total = 0, 1
-        self.latent_hw: Optional[Tuple[int, int]] = None  # set per UNet call; None = outside one
-        self.interceptors: List[Callable] = []
-        self.notes: List[str] = []
-        self.recorder = None  # a maps.MapRecorder when maps were asked for
-        self.rewritten: Counter = Counter()  # layer name -> calls rewritten
-        self.plan_settings = settings  # what the planners see this UNet call (see unet_call_started)
+    It is equal to, and hashes as, its Attention: the patch keeps each call's block input under the
+    transformer block's `attn1` (the Attention itself) and finds it again with the view.
+    """
 
-    def note(self, message: str) -> None:
-        if message not in self.notes:
-            self.notes.append(message)
+    def __init__(self, attn: nn.Module):
+        self.attn = attn
 
-    def set_step(self, step: int, total: int) -> None:
-        if int(total) < 1 or int(step) < 0:
-            raise ValueError(f"step={step}, total={total}: need 0 <= step and total >= 1")
-        self.step, self.total = int(step), int(total)
+    to_q = property(lambda self: self.attn.to_q)
+    to_k = property(lambda self: self.attn.to_k)
+    to_v = property(lambda self: self.attn.to_v)
+    heads = property(lambda self: self.attn.heads)
 
-    def unet_call_started(self, latent_hw: Tuple[int, int]) -> None:
-        """A UNet forward begins on a latent of `latent_hw` (H, W)."""
-        self.latent_hw = tuple(latent_hw)
-        self.plan_settings = self.settings
-        if self.settings.agentsd.enabled and any(merged_by_tomesd(b) for b in self.index.owners):
-            self.note("AgentSD skipped: token merging (tomesd) is applied to this UNet, and tokens must not "
-                      "be merged twice; remove tomesd's patch to use AgentSD")
-            self.plan_settings = without_agentsd(self.settings)
+    def to_out(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn.to_out[1](self.attn.to_out[0](x))
 
-    def unet_call_ended(self) -> None:
-        self.latent_hw = None
+    def __hash__(self) -> int:
+        return hash(self.attn)
+
+    def __eq__(self, other) -> bool:
+        return other is self or other is self.attn or (isinstance(other, LayerView) and other.attn is self.attn)
 
 
-def plan_call(state: EngineState, layer, info: LayerInfo, x: torch.Tensor, upcast: bool,
-              block_input: Optional[torch.Tensor]) -> Optional[Runner]:
-    """The plan for one plain self-attention call of `layer` on x [B, N, C], or None (leave it to
-    the installed processor). `layer` is the view the rewrites compute with (to_q, to_k, to_v,
-    heads, callable to_out)."""
-    if state.latent_hw is None:
-        return None
-    grid = state.index.grid(x.shape[1], state.latent_hw)
-    if grid is None:
-        state.note(f"{info.name}: {x.shape[1]} tokens match no grid of the {state.latent_hw[0]}x"
-                   f"{state.latent_hw[1]} latent (merged by another patch?); left unchanged")
-        if not state.interceptors:
-            return None
-    if block_input is not None and block_input.shape[:2] != x.shape[:2]:
-        block_input = None
-    call = LayerCall(info.block, grid, x.shape[0], state.step, state.total, state.seed,
-                     bool(upcast or state.settings.upcast_attention), block_input)
-    runner = None
-    for interceptor in state.interceptors:
-        runner = interceptor(layer, info, x, call)
-        if runner is not None:
-            break
-    else:
-        runner = plan_layer(state.plan_settings, call) if grid is not None else None
-    if runner is not None:
-        state.rewritten[info.name] += 1
-    if state.recorder is not None and grid is not None:
-        state.recorder.layer(call, runner, state.latent_hw)
-    return runner
+def _upcast(view: LayerView) -> bool:
+    """The layer's own precision flag (SD2.x configs set upcast_attention); settings can force fp32."""
+    return bool(getattr(view.attn, "upcast_attention", False))
 
 
-def run_plan(runner: Runner, layer, x: torch.Tensor) -> torch.Tensor:
-    """The layer's output for x [B, N, C] (to_out applied) from a plan of `plan_call`."""
-    out = runner(layer, x)
-    return out if getattr(runner, "projects_out", False) else layer.to_out(out)
+def engine_patch(unet: nn.Module, settings: SlothSettings, seed: int, recorder=None) -> SlothPatch:
+    """The pass's SlothPatch over `unet`, its layer index keyed by one LayerView per attn1.
+    Enter it for the block's lifetime; `views(patch)` maps each attn1 to its view."""
+    return SlothPatch(unet, settings, seed, upcast_for=_upcast, recorder=recorder,
+                      layers=layer_index(unet, key=LayerView), forwards=False)
+
+
+def views(patch: SlothPatch) -> Dict[nn.Module, LayerView]:
+    """attn1 module -> the view the patch's index knows it by."""
+    return {view.attn: view for view in patch.layers}

@@ -4,7 +4,8 @@ The same table as on the ldm UNet: SD1.5's architecture as a diffusers `UNet2DCo
 (block_out_channels 320/640/1280/1280, 8 heads, random weights), its default AttnProcessor2_0
 (SDPA) for every call a method leaves alone, each method entered through `apply` at the same
 step, tomesd through its own diffusers path, and the ceiling with every attn1 processor returning
-zeros. SAG's CFG step enters `apply` on a pipeline stand-in (CFG rows, an eps scheduler).
+zeros. Each guidance method's CFG step enters `apply` on a pipeline stand-in (CFG rows, an eps
+scheduler).
 """
 from __future__ import annotations
 
@@ -73,21 +74,24 @@ def default_cases() -> List[Case]:
 
 
 def _cfg_call(unet, x, t, ctx, handle):
-    unet(x, t, ctx)
+    unet(x, t, ctx)  # rows [uncond, cond]; inside `apply` the hooks add each guidance's term
 
 
-def sag_cases() -> List[Case]:
-    """One CFG UNet call [uncond, cond] with and without SAG (which adds a batch-1 call)."""
-    settings = settings_from_dict({"sag.enabled": True})
+def guided_case(name: str, data: dict) -> Case:
+    """One CFG UNet call inside `apply` on a pipeline stand-in (CFG rows, an eps scheduler)."""
+    settings = settings_from_dict(data)
     scheduler = types.SimpleNamespace(timesteps=torch.tensor([500]), alphas_cumprod=sd15_alphas_cumprod(),
                                       config=types.SimpleNamespace(prediction_type="epsilon"), order=1)
 
     @contextlib.contextmanager
-    def with_sag(unet):
+    def enter(unet):
         pipe = types.SimpleNamespace(unet=unet, scheduler=scheduler, do_classifier_free_guidance=True)
         with apply(pipe, settings, seed=1) as run:
             yield run
 
-    return [Case("cfg step", lambda unet: contextlib.nullcontext(), _cfg_call, role="baseline"),
-            Case("cfg step + SAG", with_sag, _cfg_call),
-            Case("cfg step (repeat)", lambda unet: contextlib.nullcontext(), _cfg_call, role="repeat")]
+    return Case(name, enter, _cfg_call)
+
+
+def sag_cases() -> List[Case]:
+    """A plain CFG UNet call, each guidance method's rows, the plain call again."""
+    return ldm_cases.sag_cases(guided_case, _cfg_call)

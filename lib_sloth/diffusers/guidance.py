@@ -1,24 +1,27 @@
-"""SAG around the pipeline's UNet call: the pipeline still does its own CFG.
+"""Guidance methods (SAG, ...) around the pipeline's UNet call: the pipeline still does its own CFG.
 
 A diffusers pipeline batches [uncond rows; cond rows] into one UNet call (B rows each) and then
 computes ``cfg = uncond + g * (cond - uncond)`` itself (then `guidance_rescale`, then
-``scheduler.step``). The guidance here wraps the UNet call: arm the map recording on the uncond
-rows, run the UNet, compute SAG's term in the model's prediction space (eps, v or x0, through
-lib_sloth.prediction.NoiseSpace and the scheduler's noise level) and add the same term to the
-uncond and the cond rows. The pipeline's CFG is affine with weights summing to 1, so its result is
-exactly ``cfg + term``, for any guidance_scale > 1 (no division by g).
+``scheduler.step``). `GuidanceAroundUNet` wraps that call and drives the pass's guidance objects
+(lib_sloth.guidance) as every adapter does: arm the recording ones on the uncond rows, run the
+UNet, then hand each its `GuidedStep` (predictions in the model's own kind, eps / v / x0, with the
+scheduler's noise level as a NoiseSpace). Each guidance adds its term to what it is handed; the
+sum of the terms goes onto the uncond and the cond rows alike. The pipeline's CFG is affine with
+weights summing to 1, so its result is exactly ``cfg + term`` for any guidance_scale > 1 (no
+division by g).
 
-guidance_rescale (> 0) then rescales ``cfg + term`` towards the std of ``cond + term``: the SAG
-term counts as part of both predictions, which differs from WebUIs that add SAG after the
-rescale. With guidance_scale <= 1 the pipeline makes no uncond rows and SAG is skipped with a note.
+guidance_rescale (> 0) then rescales ``cfg + term`` towards the std of ``cond + term``: the term
+counts as part of both predictions, which differs from WebUIs that add SAG after the rescale.
+With guidance_scale <= 1 the pipeline makes no uncond rows and guidance is skipped with a note.
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Callable, Dict, List
 
 import torch
 
-from ..sag import SagPass
+from .. import methods
+from ..guidance import GuidedStep
 
 KINDS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 
@@ -27,7 +30,7 @@ def prediction_kind(scheduler) -> str:
     """eps / v / x0 from the scheduler's config (what the UNet was trained to predict)."""
     kind = getattr(getattr(scheduler, "config", None), "prediction_type", "epsilon")
     if kind not in KINDS:
-        raise ValueError(f"prediction_type {kind!r}: SAG supports {sorted(KINDS)}")
+        raise ValueError(f"prediction_type {kind!r}: guidance supports {sorted(KINDS)}")
     return KINDS[kind]
 
 
@@ -43,52 +46,56 @@ def rows_of(value: Any, rows: slice, batch: int) -> Any:
     return value
 
 
-class SagAroundUNet:
-    """SAG for one `apply` block: `before(args)` arms, `after(args, out, run_unet)` guides.
+class GuidanceAroundUNet:
+    """The pass's guidances for one `apply` block: `before(args)` arms, `after(args, out, run_unet)`
+    guides. args: the UNet call's bound arguments (name -> value); out [2B, C, H, W] its prediction;
+    run_unet(sample, **args) makes an extra UNet call (through the processors, nothing recorded)."""
 
-    args: the UNet call's bound arguments (name -> value); out [2B, C, H, W]: its prediction.
-    """
+    def __init__(self, guidances: List, pipe, clock, note: Callable[[str], None]):
+        self.guidances, self.pipe, self.clock, self.note = guidances, pipe, clock, note
 
-    def __init__(self, sag: SagPass, pipe, clock, note):
-        self.sag, self.pipe, self.clock, self.note = sag, pipe, clock, note
-
-    @property
-    def extra_calls(self) -> int:
-        return self.sag.extra_calls
-
-    def disarm(self) -> None:
-        self.sag.disarm()
-
-    def _cfg_rows(self, batch: int) -> int:
+    def _uncond_rows(self, batch: int) -> int:
         """B, the uncond rows at the front of a CFG call; 0 when this call has no uncond rows."""
         if not getattr(self.pipe, "do_classifier_free_guidance", False) or batch % 2:
             return 0
         return batch // 2
 
     def before(self, args: Dict[str, Any]) -> None:
-        self.sag.disarm()
-        b = self._cfg_rows(args["sample"].shape[0])
-        if b:
-            self.sag.arm(list(range(b)))
-        else:
-            self.note("SAG skipped: guidance_scale <= 1 runs no uncond prediction for SAG to guide")
+        self.disarm()
+        b = self._uncond_rows(args["sample"].shape[0])
+        if not b:
+            names = " and ".join(methods.method_of(g).short for g in self.guidances)
+            self.note(f"{names} skipped: guidance_scale <= 1 runs no uncond prediction to guide")
+            return
+        for guidance in self.guidances:
+            if guidance.records:
+                guidance.arm(list(range(b)))
 
     def after(self, args: Dict[str, Any], out: torch.Tensor, run_unet) -> torch.Tensor:
-        """out with SAG's term added to every row; out itself when nothing was recorded."""
-        self.sag.stop_recording()
-        b = self._cfg_rows(out.shape[0])
-        if not b or self.sag.recorded is None:
-            self.sag.disarm()
+        """out with the guidances' terms added to every row; out itself when there is none."""
+        for guidance in self.guidances:
+            guidance.stop_recording()
+        batch = out.shape[0]
+        b = self._uncond_rows(batch)
+        if not b:
             return out
-        batch, uncond_rows = out.shape[0], slice(0, b)
-        x, timestep = args["sample"][uncond_rows], args["timestep"]
-        rest = {k: rows_of(v, uncond_rows, batch) for k, v in args.items() if k not in ("sample", "return_dict")}
+        rows = {"uncond": slice(0, b), "cond": slice(b, batch)}
+        rest = {k: v for k, v in args.items() if k not in ("sample", "return_dict")}
 
-        def call_model(x_in: torch.Tensor) -> torch.Tensor:
-            return run_unet(x_in, **rest)
+        def call_model(which: str, x_in: torch.Tensor) -> torch.Tensor:
+            return run_unet(x_in, **{k: rows_of(v, rows[which], batch) for k, v in rest.items()})
 
-        uncond = out[uncond_rows]
-        guided = self.sag.guide(uncond, x, uncond, call_model, space=self.clock.noise_space(timestep, x),
-                                prediction=prediction_kind(self.clock.scheduler))
+        x, uncond = args["sample"][rows["uncond"]], out[rows["uncond"]]
+        step = GuidedStep(x, uncond, out[rows["cond"]], call_model, self.clock.noise_space(args["timestep"], x),
+                          prediction_kind(self.clock.scheduler))
+        guided = uncond
+        for guidance in self.guidances:
+            guided = guidance.guide(guided, step)
+        if guided is uncond:
+            return out
         term = guided - uncond
         return out + torch.cat([term, term])
+
+    def disarm(self) -> None:
+        for guidance in self.guidances:
+            guidance.disarm()

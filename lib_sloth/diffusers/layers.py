@@ -53,7 +53,13 @@ def shallowest_attention_downsample(unet: nn.Module) -> int:
     return 1
 
 
-def layer_index(unet: nn.Module) -> LayerIndex:
+def layer_index(unet: nn.Module, key=None) -> LayerIndex:
+    """The engine's index of `unet`'s attn1 layers, each keyed by key(attn1) (default: itself)."""
     layers = find_self_attention(unet)
     owners = [m for m in unet.modules() if getattr(m, "attn1", None) in layers]
-    return LayerIndex.from_table(layers, owners, shallowest_attention_downsample(unet))
+    table = {(key or _same)(attn): info for attn, info in layers.items()}
+    return LayerIndex.from_table(table, owners, shallowest_attention_downsample(unet))
+
+
+def _same(attn):
+    return attn

@@ -11,30 +11,18 @@ in between.
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import torch
 from torch import nn
 
-from ..layers import LayerInfo
-from ._engine import EngineState, plan_call, run_plan
+from ..patch import SlothPatch
+from ._engine import LayerView, views
 
 # Processors that compute plain softmax attention from to_q / to_k / to_v and apply to_out, so a
 # rewrite of the attention replaces them faithfully. Any other processor is chained, never bypassed.
 PLAIN_PROCESSORS = frozenset({"AttnProcessor", "AttnProcessor2_0", "XFormersAttnProcessor", "SlicedAttnProcessor",
                               "AttnProcessorNPU", "FusedAttnProcessor2_0", "XLAFlashAttnProcessor2_0"})
-
-
-class LayerView:
-    """A diffusers `Attention` as the engine's rewrites see a layer: to_q, to_k, to_v, heads and a
-    callable to_out (diffusers keeps to_out as [Linear, Dropout])."""
-
-    def __init__(self, attn: nn.Module):
-        self.attn = attn
-        self.to_q, self.to_k, self.to_v, self.heads = attn.to_q, attn.to_k, attn.to_v, attn.heads
-
-    def to_out(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attn.to_out[1](self.attn.to_out[0](x))
 
 
 def rewritable(attn: nn.Module, processor) -> Optional[str]:
@@ -53,14 +41,12 @@ def rewritable(attn: nn.Module, processor) -> Optional[str]:
 class SlothProcessor:
     """Wraps `inner`, the processor attn1 had; `active` False (after the block ends) = pure chaining."""
 
-    def __init__(self, inner, info: LayerInfo, state: EngineState, block_inputs: Dict[nn.Module, torch.Tensor],
-                 rewrite: bool):
+    def __init__(self, inner, view: LayerView, patch: SlothPatch, rewrite: bool):
         self.inner = inner
-        self.info = info
-        self.state = state
+        self.view = view
+        self.patch = patch
         self.rewrite = rewrite
         self.active = True
-        self._block_inputs = block_inputs
         # Attention.forward passes only the cross_attention_kwargs that its processor's __call__
         # names (inspect.signature(processor.__call__)): show it the wrapped processor's signature,
         # so exactly the arguments (and warnings) the wrapped processor would get reach us.
@@ -71,15 +57,14 @@ class SlothProcessor:
         self.__dict__["__call__"] = signature_only
 
     def __call__(self, attn, hidden_states, *args, **kwargs):
-        block_input = self._block_inputs.pop(attn, None)  # taken once: never a stale one
         if self.active and self.rewrite and not args and _plain_call(kwargs) and hidden_states.ndim in (3, 4):
-            out = self._rewritten(attn, hidden_states, kwargs.get("temb"), block_input)
+            out = self._rewritten(attn, hidden_states, kwargs.get("temb"))
             if out is not None:
                 return out
         return self.inner(attn, hidden_states, *args, **kwargs)
 
-    def _rewritten(self, attn, hidden_states, temb, block_input) -> Optional[torch.Tensor]:
-        """AttnProcessor2_0's steps around the engine's attention; None when no method plans this call."""
+    def _rewritten(self, attn, hidden_states, temb) -> Optional[torch.Tensor]:
+        """AttnProcessor2_0's steps around the engine's attention; None when nothing plans this call."""
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -89,12 +74,9 @@ class SlothProcessor:
             hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        view = LayerView(attn)
-        plan = plan_call(self.state, view, self.info, hidden_states, bool(getattr(attn, "upcast_attention", False)),
-                         block_input)
-        if plan is None:
+        out = self.patch.attention_call(self.view, hidden_states)
+        if out is None:
             return None
-        out = run_plan(plan, view, hidden_states)
         if shape4 is not None:
             out = out.transpose(-1, -2).reshape(shape4)
         if attn.residual_connection:
@@ -107,28 +89,28 @@ def _plain_call(kwargs) -> bool:
     return all(value is None for key, value in kwargs.items() if key != "temb")
 
 
-def install(state: EngineState, block_inputs: Dict[nn.Module, torch.Tensor]) -> Callable[[], None]:
-    """Wrap the processor of every attn1 in state.index; returns the undo (see `restore`)."""
-    wrappers: List[SlothProcessor] = []
-    left: Dict[str, int] = {}
+def install(patch: SlothPatch) -> Callable[[], None]:
+    """Wrap the processor of every attn1 the patch indexes; returns the undo (see `restore`)."""
+    wrappers: List[tuple] = []
+    left: dict = {}
     try:
-        for attn, info in state.index.layers.items():
+        for attn, view in views(patch).items():
             inner = attn.get_processor() if hasattr(attn, "get_processor") else attn.processor
             reason = rewritable(attn, inner)
             if reason is not None:
                 left[reason] = left.get(reason, 0) + 1
-            wrapper = SlothProcessor(inner, info, state, block_inputs, rewrite=reason is None)
+            wrapper = SlothProcessor(inner, view, patch, rewrite=reason is None)
             attn.set_processor(wrapper)
             wrappers.append((attn, wrapper))
     except BaseException:
-        restore(state, wrappers)
+        restore(patch, wrappers)
         raise
     for reason, count in left.items():
-        state.note(f"{count} self-attention layers are left unchanged: {reason}")
-    return lambda: restore(state, wrappers)
+        patch.note(f"{count} self-attention layers are left unchanged: {reason}")
+    return lambda: restore(patch, wrappers)
 
 
-def restore(state: EngineState, wrappers) -> None:
+def restore(patch: SlothPatch, wrappers) -> None:
     """Put every wrapped processor back. A layer whose processor was replaced while Sloth was on
     keeps the newer one (the user's choice; a note says so); our wrapper, if something still
     chains to it, only chains from now on."""
@@ -141,5 +123,5 @@ def restore(state: EngineState, wrappers) -> None:
             replaced += 1
     wrappers.clear()
     if replaced:
-        state.note(f"the attention processors of {replaced} self-attention layers were replaced while Sloth "
+        patch.note(f"the attention processors of {replaced} self-attention layers were replaced while Sloth "
                    "was on; those were kept, not restored")

@@ -7,9 +7,10 @@
     run.maps(images[0])  # "Show Sloth maps" images (settings show_maps), as PIL images
 
 Entering installs, only when some method is active (otherwise nothing at all, and the images are
-bit-identical): a SlothProcessor on every attn1 (lib_sloth.diffusers.processor), a forward
-pre-hook and hook on the UNet (latent size, schedule step, SAG), block pre-hooks for AgentSD's
-token metric, and the step clock on the scheduler instance. Leaving (normally, on an exception or
+bit-identical): a SlothProcessor on every attn1 (lib_sloth.diffusers.processor), the engine's
+SlothPatch hooks (latent size; the transformer blocks' inputs when a method reads them), a
+forward pre-hook and hook on the UNet (schedule step, guidance) and the step clock on the
+scheduler instance. Leaving (normally, on an exception or
 on KeyboardInterrupt) removes all of it. Set the pipeline's scheduler before entering.
 """
 from __future__ import annotations
@@ -25,13 +26,11 @@ from .. import infotext
 from ..maps import MapRecorder
 from ..methods import any_active
 from ..presets import preset
-from ..sag import SagPass
 from ..settings import SlothSettings, settings_from_dict
 from . import processor
-from ._engine import EngineState
+from ._engine import engine_patch
 from .clock import SchedulerClock
-from .guidance import SagAroundUNet
-from .layers import layer_index
+from .guidance import GuidanceAroundUNet
 
 Settings = Union[SlothSettings, str, Mapping[str, Any], None]
 
@@ -68,20 +67,19 @@ class SlothRun:
         self.unet: nn.Module = target.unet if self.pipe is not None else target
         self.settings = resolve_settings(settings)
         self.seed = int(seed)
-        self.state = EngineState(self.settings, self.seed, layer_index(self.unet))
-        self.state.recorder = MapRecorder(self.settings, self.seed) if self.settings.show_maps else None
-        self._undo: List[Callable[[], None]] = []
-        self._block_inputs: Dict[nn.Module, torch.Tensor] = {}
-        self._extra_call = False  # SAG's own UNet call is under way
-        self._signature = inspect.signature(self.unet.forward)
-        self.sag: Optional[SagAroundUNet] = None
+        recorder = MapRecorder(self.settings, self.seed) if self.settings.show_maps else None
+        self.patch = engine_patch(self.unet, self.settings, self.seed, recorder)
+        self.guidance: Optional[GuidanceAroundUNet] = None
         self.clock: Optional[SchedulerClock] = None
+        self._undo: List[Callable[[], None]] = []
+        self._extra_call = False  # a guidance's own UNet call is under way
+        self._signature = inspect.signature(self.unet.forward)
         self._pinned = False  # set_step was called: the caller drives the schedule
         self._entered = False
 
     @property
     def notes(self) -> List[str]:
-        return self.state.notes
+        return self.patch.notes
 
     @property
     def infotext(self) -> str:
@@ -89,25 +87,25 @@ class SlothRun:
 
     @property
     def extra_unet_calls(self) -> int:
-        """SAG's own UNet calls made so far (one per guided UNet call: its cost)."""
-        return self.sag.extra_calls if self.sag is not None else 0
+        """The guidances' own UNet calls made so far (SAG: one per guided UNet call, its cost)."""
+        return sum(self.patch.extra_calls.values())
 
     @property
     def rewritten(self):
-        """Layer name -> calls rewritten so far (SAG's recorded calls included)."""
-        return self.state.rewritten
+        """Layer name -> calls rewritten so far (guidance recording included)."""
+        return self.patch.rewritten
 
     def set_step(self, step: int, total: int) -> None:
         """Pin the schedule position (0-based step, steps of the run) for a caller that drives
         the UNet itself; pipelines need not call it (the scheduler's clock tells the step)."""
-        self.state.set_step(step, total)
+        self.patch.set_step(step, total)
         self._pinned = True
 
     def maps(self, image) -> list:
         """The "Show Sloth maps" images (PIL), drawn over `image`; [] when maps were off or empty."""
         from ..webui import draw_maps  # PIL only; the WebUI's drawing, no WebUI import
 
-        return [m.image for m in draw_maps.render(self.state.recorder, image, "diffusers")]
+        return [m.image for m in draw_maps.render(self.patch.recorder, image, "diffusers")]
 
     # ---- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> "SlothRun":
@@ -128,88 +126,70 @@ class SlothRun:
         return False
 
     def _install(self) -> None:
-        if not len(self.state.index):
-            self.state.note("no self-attention layers found in pipe.unet: nothing patched")
+        patch = self.patch
+        if not len(patch.layers):
+            patch.note("no self-attention layers found in the UNet: nothing patched")
             return
         scheduler = getattr(self.pipe, "scheduler", None)
         if scheduler is not None:
             self.clock = SchedulerClock(scheduler)
             self._undo.append(self.clock.detach)
-        sag = SagPass(self.settings.sag, self.state)
-        self._undo.append(sag.close)
-        if sag.active and self.clock is not None:
-            self.sag = SagAroundUNet(sag, self.pipe, self.clock, self.state.note)
-        elif sag.active:
-            self.state.note("SAG skipped: it guides a pipeline's CFG and was given a bare UNet")
+        for guidance in list(patch.guidances):
+            self._undo.append(guidance.close)
+        if patch.guidances and self.clock is not None:
+            self.guidance = GuidanceAroundUNet(patch.guidances, self.pipe, self.clock, patch.note)
+        elif patch.guidances:
+            patch.note("guidance skipped: it guides a pipeline's CFG and was given a bare UNet")
+        patch.__enter__()  # the latent-size hook, and the block-input hooks when a method reads them
+        self._undo.append(lambda: patch.__exit__(None, None, None))
         pre = self.unet.register_forward_pre_hook(self._unet_starts, with_kwargs=True)
         self._undo.append(pre.remove)
         post = self.unet.register_forward_hook(self._unet_ends, with_kwargs=True, always_call=True)
         self._undo.append(post.remove)
-        for block in self.state.index.owners if self.settings.agentsd.enabled else ():
-            handle = block.register_forward_pre_hook(self._block_input_recorder(block.attn1), with_kwargs=True)
-            self._undo.append(handle.remove)
-        self._undo.append(processor.install(self.state, self._block_inputs))
+        self._undo.append(processor.install(patch))
 
     def _uninstall(self) -> None:
         while self._undo:
             self._undo.pop()()
-        self._block_inputs.clear()
-        self.state.unet_call_ended()
 
     # ---- per UNet call ----------------------------------------------------------------------
     def _bound(self, args, kwargs) -> Dict[str, Any]:
-        bound = self._signature.bind(*args, **kwargs)
-        return dict(bound.arguments)
+        return dict(self._signature.bind(*args, **kwargs).arguments)
 
     def _unet_starts(self, module, args, kwargs):
         if self._extra_call:
             return None
         call = self._bound(args, kwargs)
+        self.patch.latent_hw = tuple(call["sample"].shape[-2:])  # also when the sample is passed by name
         if self.clock is not None and not self._pinned:
-            self.state.set_step(*self.clock.now(call["timestep"]))
-        self.state.unet_call_started(tuple(call["sample"].shape[-2:]))
-        if self.sag is not None:
-            self.sag.before(call)
+            self.patch.set_step(*self.clock.now(call["timestep"]))
+        if self.guidance is not None:
+            self.guidance.before(call)
         return None
 
     def _unet_ends(self, module, args, kwargs, output):
-        if self._extra_call:
+        if self._extra_call or self.guidance is None:
             return None
         try:
-            if self.sag is None or output is None:
+            if output is None:  # the forward raised (always_call)
                 return None
-            call = self._bound(args, kwargs)
             sample = output[0] if isinstance(output, tuple) else output.sample
-            guided = self.sag.after(call, sample, self._run_extra)
+            guided = self.guidance.after(self._bound(args, kwargs), sample, self._run_extra)
             if guided is sample:
                 return None
             return (guided, *output[1:]) if isinstance(output, tuple) else type(output)(sample=guided)
         finally:
-            self.state.unet_call_ended()
-            self._block_inputs.clear()
-            if self.sag is not None:
-                self.sag.disarm()
+            self.guidance.disarm()
 
     def _run_extra(self, sample: torch.Tensor, **kwargs) -> torch.Tensor:
-        """SAG's own UNet call: through the processors (the methods apply), recording nothing."""
+        """A guidance's own UNet call: through the processors (the patch plans it as that
+        guidance's extra pass), skipped by these hooks."""
         self._extra_call = True
         try:
             kwargs["return_dict"] = False
             return self.unet(sample, **kwargs)[0]
         finally:
             self._extra_call = False
-
-    def _block_input_recorder(self, attn1: nn.Module):
-        inputs = self._block_inputs
-
-        def record(block, args, kwargs):
-            x = args[0] if args else kwargs.get("hidden_states")
-            if isinstance(x, torch.Tensor) and x.dim() == 3:
-                inputs[attn1] = x
-            else:
-                inputs.pop(attn1, None)
-
-        return record
 
 
 def apply(pipe, settings: Settings = None, seed: int = 0) -> SlothRun:
