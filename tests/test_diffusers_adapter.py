@@ -308,3 +308,21 @@ def test_img2img_with_sag_guides_only_the_steps_it_runs():
     base = img2img()
     assert (img2img(METHODS["sag"]) - base).abs().max() > 1e-3
     assert extra_calls == [4]  # one SAG call per step actually run (8 x 0.5)
+
+
+# ---- methods the adapter does not know -------------------------------------------------------
+def test_a_registered_method_and_guidance_run_through_the_adapter(sd15_pipe, sd15_base):
+    """The two example methods of tests/method_examples.py (defined outside the engine) reach the
+    diffusers pipeline with no adapter edit: the per-layer one through the processors, the
+    guidance one through the UNet hooks (its extra pass perturbs the middle block)."""
+    from method_examples import ECHO, ECHO_ON, VSCALE
+
+    from lib_sloth import methods
+
+    with methods.registered(VSCALE), methods.registered(ECHO):
+        for data, method in (({"vscale.enabled": True, "vscale.scale": 0.5}, VSCALE), (ECHO_ON, ECHO)):
+            runs = []
+            out = generate(sd15_pipe, data, run_out=runs)
+            assert (out - sd15_base).abs().max() > 1e-3, method.name
+            assert f"{method.infotext_key}: " in runs[0].infotext, runs[0].infotext
+        assert runs[0].extra_unet_calls == 4 and runs[0].patch.extra_calls == {"echo": 4}  # one per step
