@@ -150,6 +150,19 @@ def test_a_foreign_processor_is_chained_never_bypassed_and_restored(sd15_pipe, s
         attn.set_processor(original)
 
 
+def test_sag_skips_with_a_note_when_its_layer_has_a_foreign_processor(sd15_pipe, sd15_base):
+    attn = sd15_pipe.unet.mid_block.attentions[0].transformer_blocks[0].attn1  # where SAG reads its map
+    original = attn.processor
+    attn.set_processor(Counting())
+    try:
+        runs = []
+        out = generate(sd15_pipe, METHODS["sag"], run_out=runs)
+        assert torch.equal(out, sd15_base) and runs[0].extra_unet_calls == 0
+        assert any("Self-Attention Guidance skipped" in n and "middle 0" in n for n in runs[0].notes), runs[0].notes
+    finally:
+        attn.set_processor(original)
+
+
 def test_processors_replaced_inside_the_block_are_kept_with_a_note(sd15_pipe):
     before = processors(sd15_pipe.unet)
     try:

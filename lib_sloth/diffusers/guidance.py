@@ -62,6 +62,8 @@ class GuidanceAroundUNet:
 
     def before(self, args: Dict[str, Any]) -> None:
         self.disarm()
+        if not self.guidances:  # every one left the pass (see processor.install)
+            return
         b = self._uncond_rows(args["sample"].shape[0])
         if not b:
             names = " and ".join(methods.method_of(g).short for g in self.guidances)
@@ -77,7 +79,7 @@ class GuidanceAroundUNet:
             guidance.stop_recording()
         batch = out.shape[0]
         b = self._uncond_rows(batch)
-        if not b:
+        if not b or not self.guidances:
             return out
         rows = {"uncond": slice(0, b), "cond": slice(b, batch)}
         rest = {k: v for k, v in args.items() if k not in ("sample", "return_dict")}

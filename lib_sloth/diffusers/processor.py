@@ -16,6 +16,7 @@ from typing import Callable, List, Optional
 import torch
 from torch import nn
 
+from .. import methods
 from ..patch import SlothPatch
 from ._engine import LayerView, views
 
@@ -107,7 +108,22 @@ def install(patch: SlothPatch) -> Callable[[], None]:
         raise
     for reason, count in left.items():
         patch.note(f"{count} self-attention layers are left unchanged: {reason}")
+    _skip_blocked_guidances(patch, {(patch.index.get(w.view).block, patch.index.get(w.view).index)
+                                    for _, w in wrappers if not w.rewrite})
     return lambda: restore(patch, wrappers)
+
+
+def _skip_blocked_guidances(patch: SlothPatch, left_places) -> None:
+    """A guidance that needs a layer Sloth cannot see run (SAG's map on the middle block's first
+    attn1) leaves the pass, with a note, rather than guide without it."""
+    for guidance in list(patch.guidances):
+        blocked = sorted(left_places & set(guidance.needs_layers))
+        if blocked:
+            title = methods.method_of(guidance).title
+            places = ", ".join(f"{block} {index}" for block, index in blocked)
+            patch.note(f"{title} skipped: the self-attention layer it needs ({places}) has a processor Sloth "
+                       "does not rewrite")
+            guidance.close()
 
 
 def restore(patch: SlothPatch, wrappers) -> None:
