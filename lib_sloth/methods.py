@@ -5,9 +5,10 @@ or its guidance class) plus one entry in `BUILTIN` below. Its entry also says wh
 run time (the transformer block's input; an extra UNet pass, through its guidance class) and when
 it stands down (the WebUI's own token merging), so the patch and the adapters never name a method. The settings (lib_sloth.settings), the validation of
 combinations, the planners' order, `any_active`, the info-text keys, the UI sections, the X/Y/Z
-axes, the API names, the hints and the built-in presets all read this table; nothing else needs
-an edit. `register` adds a method at run time (tests; and extensions of the extension) and
-returns the undo.
+axes, the API names, the hints and the built-in presets all read this table; the one other edit
+is pinning the new paths' positional indexes (lib_sloth/webui/positional.py; a test enforces it
+for built-in methods). `register` adds a method at run time (tests; and extensions of the
+extension) and returns the undo.
 
 Contract of a method's settings block: a frozen dataclass (lib_sloth.fields.Validated) whose
 first field is ``enabled: bool`` and which has an ``active`` property ("these settings can
@@ -81,7 +82,7 @@ _TILING_STAGES = (("tile", "tiling copies"), ("tile_with_room", "tiling copies")
 _TOKEN_GRID = ("both start at the shallowest attention level and tiling needs the token grid that merging "
                "removes")
 
-BUILTIN: tuple[Method, ...] = (  # the settings table's order: the UI's positional args, never reorder
+BUILTIN: tuple[Method, ...] = (  # the settings table's order (info text, UI sections): never reorder
     Method("slothful", SlothfulSettings, "Slothful Attention", "Slothful", "Sloth Slothful", plan_slothful,
            conflicts=(Conflict(("tile", "nearsighted"), _REWRITE),),
            profile_stages=(("reduce_tokens", "pooling"),),

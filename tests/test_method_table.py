@@ -15,7 +15,7 @@ from lib_sloth.patch import SlothPatch
 from lib_sloth.presets import PRESETS, preset
 from lib_sloth.settings import SlothSettings, iter_fields, settings_from_dict
 from lib_sloth.webui import args as script_args
-from lib_sloth.webui import hints, labels, ui, xyz
+from lib_sloth.webui import hints, labels, positional, ui, xyz
 from method_examples import VSCALE, VScaleSettings
 from unets import unet_inputs
 
@@ -81,8 +81,8 @@ def test_the_accordion_has_its_section_controls_and_hints(vscale, tmp_path):
     scale = built.components["vscale.scale"]
     assert (scale.label, scale.minimum, scale.maximum, scale.value) == ("VScale scale", 0.0, 2.0, 1.0)
     assert built.components["vscale.enabled"].label == "Enable V Scale"
-    assert built.controls[-4:-1] == [built.components["vscale.scale"], built.components["upcast_attention"],
-                                     built.components["show_maps"]]  # then args.TAIL
+    pinned = positional.pinned()  # every built-in control keeps its index; the sixth method's come last
+    assert built.controls == [built.components[name] for name in [*pinned, "vscale.enabled", "vscale.scale"]]
     assert hints.hint_map()["vscale__scale"] == "Multiplier of V; 1 = unchanged"
     assert '"vscale__enabled": "Scale the values of self-attention"' in hints.render_js()
     assert labels.sections() == ["slothful", "tile", "nearsighted", "sag", "vscale", "agentsd"]  # ui_rank 0 < 1
@@ -161,6 +161,20 @@ def test_its_xyz_axes_and_api_names_work(webui):
     api_module.run_txt2img_api(standin.api, request, prompt="a", steps=2, width=32, height=32, sampler_name="Euler")
     assert attached[-1] == settings_from_dict({"vscale.enabled": True, "vscale.scale": 1.5})
     assert "vscale.scale" in script_args.arg_names()
+
+
+def test_an_api_client_of_the_release_before_it_keeps_its_settings(webui):
+    """A client that sends the first release's positional list (61 values) through the API: the
+    WebUI fills the sixth method's args with the UI's defaults, and the job runs what was sent."""
+    standin, scripts, attached = webui
+    from modules.api import api as api_module
+
+    used = settings_from_dict({"sag.enabled": True, "sag.scale": 0.75, "nearsighted.enabled": True})
+    named = dict(zip(script_args.arg_names(), script_args.to_args(used)))
+    old = [named[name] for name in positional.V1]
+    request = api_module.SimpleRequest(alwayson_scripts={"Sloth": {"args": old}}, prompt="a")
+    api_module.run_txt2img_api(standin.api, request, prompt="a", steps=2, width=32, height=32, sampler_name="Euler")
+    assert attached[-1] == used and attached[-1].vscale == VScaleSettings()
 
 
 # ---- the table itself ---------------------------------------------------------------------------

@@ -90,7 +90,7 @@ def test_the_same_boolean_spellings_everywhere(value, meant):
     """README "Values": true/false, "true"/"false" in any case, 1/0 and "1"/"0"; nothing else."""
     assert settings_from_dict({"tile.enabled": value}).tile.enabled is meant  # API dict, presets file
     assert script_args.resolve([{"enabled": value}]).enabled is meant  # the extension's own switch
-    assert script_args.resolve([value]).enabled is meant  # the positional list
+    assert script_args.resolve([value, *script_args.default_args()[1:]]).enabled is meant  # the positional list
     text = value if isinstance(value, str) else str(int(value))  # how the info text and X/Y/Z spell it
     assert infotext.parse_value(SPECS["tile.enabled"], text) is meant
     xyz._confirm("tile.enabled")(None, [text])

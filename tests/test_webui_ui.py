@@ -81,6 +81,12 @@ def ui_settings(built, values):
     return settings_from_dict({s.path: values[built.components[s.path]] for s in SPECS})
 
 
+def leaf_values(settings):
+    """What the setting controls (the preset buttons' inputs, in table order) hold for `settings`."""
+    flat = to_flat(settings)
+    return [script_args.ui_value(s, flat[s.path]) for s in SPECS]
+
+
 def test_controls_follow_the_positional_order(built):
     _, b = built
     assert b.controls == [b.components[name] for name in script_args.arg_names()]
@@ -171,11 +177,11 @@ def test_save_overwrite_choose_and_delete_a_user_preset(built, presets_path):
     leaf = [b.components[s.path] for s in SPECS]
     mine = settings_from_dict({"sag": {"enabled": True, "scale": 1.5}, "upcast_attention": True})
     save = handler(blocks, b.extras["preset_save"], "click")
-    dropdown, status = save("mine", *script_args.to_args(mine)[2:])
+    dropdown, status = save("mine", *leaf_values(mine))
     assert dropdown["choices"] == [*PRESETS, "mine"] and dropdown["value"] == "mine" and "saved" in status["value"]
     assert user_presets.load(presets_path)[0] == {"mine": mine}
 
-    dropdown, status = save("mine", *script_args.to_args(preset("speed"))[2:])
+    dropdown, status = save("mine", *leaf_values(preset("speed")))
     assert "overwrote" in status["value"] and user_presets.load(presets_path)[0] == {"mine": preset("speed")}
 
     updates = handler(blocks, b.components["preset"], "input")("mine")
@@ -189,11 +195,11 @@ def test_save_overwrite_choose_and_delete_a_user_preset(built, presets_path):
 def test_saving_invalid_controls_or_a_builtin_name_says_why(built, presets_path):
     blocks, b = built
     save = handler(blocks, b.extras["preset_save"], "click")
-    values = script_args.to_args(SlothSettings())[2:]
+    values = leaf_values(SlothSettings())
     values[[s.path for s in SPECS].index("tile.enabled")] = True
     values[[s.path for s in SPECS].index("slothful.enabled")] = True
     assert "enable only one" in save("both", *values)[1]["value"]
-    assert "built-in" in save("speed", *script_args.to_args(SlothSettings())[2:])[1]["value"]
+    assert "built-in" in save("speed", *leaf_values(SlothSettings()))[1]["value"]
     assert not os.path.exists(presets_path)
 
 

@@ -1,8 +1,8 @@
 """The Script's arguments -> settings: the UI's positional args, the API's dict, X/Y/Z attributes.
 
-Positional args are the values of ``ui()``'s controls, in this order (only ever append)::
-
-    [enabled, preset, *every iter_fields() path in order, paste_problems]
+Positional args are the values of ``ui()``'s controls, in the pinned, append-only order of
+`lib_sloth.webui.positional` (`arg_names`): today's list, and every released one before it, keeps
+parsing to the same settings; any other length is a `SettingsError` naming the allowed ones.
 
 ``preset`` is only a label there: the controls already hold the preset's values.
 ``paste_problems`` is a hidden text box: the API's ``infotext`` field fills it with what was
@@ -26,9 +26,9 @@ from .. import methods, values
 from ..fields import SettingsError
 from ..presets import PRESETS, preset
 from ..settings import SlothSettings, flatten, iter_fields, settings_from_dict, to_flat
+from . import positional
 
-HEAD = ("enabled", "preset")
-TAIL = ("paste_problems",)
+SCRIPT_ARGS = ("enabled", "preset", "paste_problems")  # the positional args that are not settings
 
 ATTR_PREFIX = "sloth__"
 ATTR_ENABLED = ATTR_PREFIX + "enabled"  # X/Y/Z "[Sloth] Enabled": the cell's on/off
@@ -39,8 +39,13 @@ UserPresets = Callable[[], Mapping[str, SlothSettings]]
 
 
 def arg_names() -> list[str]:
-    """The name of every positional arg, in order."""
-    return [*HEAD, *(spec.path for spec in iter_fields()), *TAIL]
+    """The name of every positional arg, at its index (see `lib_sloth.webui.positional`)."""
+    return positional.layout(spec.path for spec in iter_fields())
+
+
+def arg_lengths() -> list[int]:
+    """The lengths a positional list may have: a released UI's list, or this version's."""
+    return positional.lengths(spec.path for spec in iter_fields())
 
 
 def attr_for(path: str) -> str:
@@ -54,9 +59,11 @@ def ui_value(spec, value):
 
 
 def to_args(settings: SlothSettings, enabled: bool = True, preset_name: str | None = None) -> list:
-    """The positional args that mean `settings`."""
+    """The positional args that mean `settings`, at their indexes (`arg_names`)."""
     flat = to_flat(settings)
-    return [enabled, preset_name, *(ui_value(spec, flat[spec.path]) for spec in iter_fields()), ""]
+    named = {"enabled": enabled, "preset": preset_name, "paste_problems": "",
+             **{spec.path: ui_value(spec, flat[spec.path]) for spec in iter_fields()}}
+    return [named[name] for name in arg_names()]
 
 
 def default_args() -> list:
@@ -86,6 +93,7 @@ def resolve(args: Sequence[Any], p=None, user_presets: UserPresets = dict) -> Re
         enabled = True
     if not enabled:
         return Request(False, None, preset_name)
+    _check_length(args)
     if problems:
         raise SettingsError("", f"in the info text: {problems}")
 
@@ -156,13 +164,26 @@ def _parse_args(args: Sequence[Any]) -> tuple[bool, str | None, dict[str, Any], 
         return enabled, preset_name, flat, True, ""
     if not args:
         return False, None, {}, False, ""
-    enabled = _flag("enabled", args[0])
-    preset_name = args[1] if len(args) > 1 and isinstance(args[1], str) and args[1] else None
-    paths = [spec.path for spec in iter_fields()]
-    given = {path: value for path, value in zip(paths, args[len(HEAD):]) if value is not None}
-    tail = dict(zip(TAIL, args[len(HEAD) + len(paths):]))
-    problems = tail.get("paste_problems")
+    named = dict(zip(arg_names(), args))  # a short list is checked once the extension is on
+    enabled = _flag("enabled", named.pop("enabled"))
+    preset_name = named.pop("preset", None)
+    preset_name = preset_name if isinstance(preset_name, str) and preset_name else None
+    problems = named.pop("paste_problems", "")
+    given = {path: value for path, value in named.items() if value is not None}
     return enabled, preset_name, given, False, problems if isinstance(problems, str) else ""
+
+
+def _check_length(args: Sequence[Any]) -> None:
+    """A positional list must be a released UI's list or this version's (see `arg_lengths`):
+    anything else would put values under the wrong names."""
+    args = list(args or ())
+    if not args or isinstance(args[0], Mapping):
+        return
+    allowed = arg_lengths()
+    if len(args) not in allowed:
+        listed = " or ".join(map(str, allowed))
+        raise SettingsError("", f"got {len(args)} positional args; send {listed} (the UI's list, in the order of "
+                                f"this version or an earlier one), or one dict of named values")
 
 
 def _flag(name: str, value) -> bool:

@@ -24,7 +24,7 @@ AUTO = object()
 
 @dataclass
 class BuiltUI:
-    controls: list  # the Script's positional args, in args.arg_names() order
+    controls: list  # the Script's positional args, in args.arg_names() order (pinned; the sections show them grouped)
     infotext_fields: list  # (component, infotext.PasteKey)
     paste_field_names: list[str]
     components: dict[str, Any]  # "enabled", "preset" and every setting path -> its control
@@ -72,7 +72,7 @@ def build(*, elem_id: Callable[[str], str], presets_path: str, backend_note: str
             with gr.Accordion(section_title(block), open=False):
                 _controls(components, [s for s in specs if s.path.startswith(block + ".")], elem_id, preset_values)
         _controls(components, [s for s in specs if "." not in s.path], elem_id, preset_values)
-        # filled only by the API's infotext field: what was wrong in it (see args.TAIL)
+        # filled only by the API's infotext field: what was wrong in it (see lib_sloth.webui.args)
         components["paste_problems"] = gr.Textbox("", visible=False, elem_id=elem_id("paste_problems"))
 
     for extra in extras.values():  # not settings: nothing to save in ui-config.json (nor to collide there)
