@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .attention import attend, kv_inputs
 from .fields import Validated, nested, setting
-from .geometry import window_1d, window_2d
+from .geometry import snap, window_1d, window_2d
 from .layer_call import LayerCall, Runner
 from .schedule import depth_ratio, time_ratio
 
@@ -95,7 +95,9 @@ def pooling_for(block: PoolBlock, stride: float, h: int, w: int) -> Optional[Poo
 
 
 def layer_stride(block: PoolBlock, level: int, prog: float, peak_time: float, time_decay: float) -> float:
-    return block.slothful * time_ratio(prog, peak_time, time_decay) * depth_ratio(level, block.depth_decay)
+    """Strength scaled by time and depth, snapped to an integer within 1e-9 (geometry.snap): the
+    `<= 1` test and the window must not flip on representation error."""
+    return snap(block.slothful * time_ratio(prog, peak_time, time_decay) * depth_ratio(level, block.depth_decay))
 
 
 def _pool_grid(x: torch.Tensor, window: Tuple[int, int], use_max: bool) -> torch.Tensor:
