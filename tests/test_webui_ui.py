@@ -202,6 +202,9 @@ def test_a_corrupt_presets_file_is_shown_and_ignored(presets_path):
         f.write("{broken")
     _, b = build(presets_path, accordion_cls=None)
     assert "could not read user presets" in b.extras["status"].value
+    # every browser user sees the status: the file is named, the server's folders are not
+    assert os.path.basename(presets_path) in b.extras["status"].value
+    assert os.path.dirname(os.path.abspath(presets_path)) not in b.extras["status"].value
     assert choice_values(b.components["preset"]) == list(PRESETS)
 
 
