@@ -22,6 +22,7 @@ from torch import nn
 from .attention import WithKVSource
 from .agentsd import merged_by_tomesd, without_agentsd
 from .forward_patch import ForwardPatcher
+from .idle import IdleWatch
 from .layer_call import LayerCall, Runner
 from .layers import LayerIndex, LayerInfo
 from .methods import any_active, plan_layer
@@ -70,6 +71,7 @@ class SlothPatch:
         self.recorder = None  # a maps.MapRecorder when the user asked for maps; None = record nothing
         self.index: Optional[LayerIndex] = None  # built at the first install, again only after `retarget`
         self.rewritten: Counter = Counter()  # layer name -> calls rewritten, for info and tests
+        self.idle = IdleWatch(settings)  # notes an enabled method that changes no layer (lib_sloth/idle.py)
         self._block_inputs: Dict[nn.Module, torch.Tensor] = {}  # attn1 -> its block's input, this call
         self._plan_settings = settings  # what the planners see this forward (see _settings_now)
         self._entered = 0
@@ -261,6 +263,8 @@ class SlothPatch:
             runner = plan_layer(self._plan_settings, call) if grid is not None else None
         if runner is not None:
             self.rewritten[info.name] += 1
+        if grid is not None:
+            self.idle.see(call, self.latent_hw, self.notes)
         if self.recorder is not None and grid is not None:
             self.recorder.layer(call, runner, self.latent_hw)
         return runner

@@ -171,3 +171,13 @@ def plan_slothful(s: SlothfulSettings, call: LayerCall) -> Optional[Runner]:
 
 def run_slothful(module, x, *, h, w, pooling, upcast):
     return slothful_attention(module, x, h, w, pooling, upcast)
+
+
+def idle_reason(s: SlothfulSettings, calls) -> str:
+    """Why Slothful rewrote none of `calls` (LayerCalls of one pass), in the user's words."""
+    strengths = [layer_stride(b, c.level, c.progress, s.peak_time, s.time_decay)
+                 for c in calls for b in [pool_block_for(c.block, s.keep_middle, s.input, s.output)] if b]
+    if strengths and max(strengths) <= 1:
+        return (f"its strength after time and depth decay stayed at or below 1 (at most {max(strengths):.3g}); "
+                "raise the strength or lower the decays")
+    return "no layer of this image has a window larger than one token"
