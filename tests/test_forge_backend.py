@@ -457,3 +457,28 @@ def test_detection_picks_this_adapter_when_ldm_patched_imports():
 def test_bad_p_raises_a_clear_error_naming_the_field():
     with pytest.raises(ValueError, match=r"p\.sd_model\.forge_objects\.unet"):
         ForgeBackend().attach(SimpleNamespace(sd_model=SimpleNamespace()), SlothSettings(), 0)
+
+
+def test_reforges_force_upcast_flag_makes_the_rewritten_attention_fp32(monkeypatch):
+    """reForge reads --force-upcast-attention once, at import: ldm_patched/ldm/modules/attention.py line 54,
+    FORCE_UPCAST_ATTENTION_DTYPE = model_management.force_upcast_attention_dtype(), which is
+    {torch.float16: torch.float32} with the flag (ldm_patched/modules/model_management.py line 1145)
+    and None without it (old Forge and the harness's ComfyUI have no such constant)."""
+    import importlib
+    import sys as _sys
+
+    import lib_sloth.slothful as slothful_module
+
+    seen = []
+    attend = slothful_module.attend
+    monkeypatch.setattr(slothful_module, "attend", lambda q, k, v, heads, upcast: (seen.append(upcast),
+                                                                                  attend(q, k, v, heads, upcast))[1])
+    patcher = fh.build_patcher("sd15", seed=0)
+    run_pass(make_p("sd15", patcher), S("slothful"))
+    assert seen and not any(seen)  # no flag: the layers' own attn_precision (None here)
+    seen.clear()
+    attention = importlib.import_module("ldm_patched.ldm.modules.attention")  # what reForge has imported
+    assert _sys.modules["ldm_patched.ldm.modules.attention"] is attention
+    monkeypatch.setattr(attention, "FORCE_UPCAST_ATTENTION_DTYPE", {torch.float16: torch.float32}, raising=False)
+    run_pass(make_p("sd15", patcher), S("slothful"))
+    assert seen and all(seen)

@@ -78,6 +78,7 @@ class Substrate:
 
     name: str  # for error messages: "Forge (ldm_patched)", "Forge (backend)"
     uncond_x0: UncondX0  # SAG's extra UNet call with the uncond conditioning only
+    upcast_for: Optional[Callable] = None  # SlothPatch.upcast_for: the WebUI's own precision choice per layer
 
 
 def attach_clone(p, settings, seed: int, substrate: Substrate, notes: Sequence[str] = ()) -> List[str]:
@@ -144,6 +145,7 @@ class ComfyPass:
         self.substrate = substrate
         self.clock = clock
         self.patch = SlothPatch(unet.model.diffusion_model, settings, seed)
+        self.patch.upcast_for = substrate.upcast_for
         self.sag = SagPass(settings.sag, self.patch)
         self.notes = self.patch.notes  # grows while sampling
         self.unet_calls = 0  # UNet calls seen (tests, info)
