@@ -124,6 +124,20 @@ def test_step_runs_from_first_to_last_step_once(backend, monkeypatch, sampler): 
         assert sorted(set(steps)) == list(range(20))
 
 
+@pytest.mark.parametrize("sampler, steps", [("Restart", 20), ("Restart", 36), ("Restart", 12), ("Heun", 6)])
+def test_both_denoiser_calls_of_a_second_order_step_see_that_step(backend, monkeypatch, sampler, steps):  # noqa: F811
+    """A1111 1.10.1 `modules/sd_samplers_extra.py` `restart_sampler`: steps = len(sigmas) - 1; from 20
+    steps the main schedule is re-spaced over steps - restart_steps x restart_times Karras steps and
+    restart_times restart segments of restart_steps Heun steps follow the main step nearest sigma 0.1
+    (9 x 1; from 36 steps steps // 4 x 2): `steps` callbacks in all, as many as announced. Its
+    `heun_step` calls the model, then the callback, then the model again for the correction unless
+    new_sigma is 0 (the last step): 2 x steps - 1 denoiser calls. k-diffusion's `sample_heun` (the
+    WebUI's Heun) calls in the same order. The correction belongs to the step it corrects."""
+    seen = clock_readings(monkeypatch, sampler, steps)
+    assert {t for _, t, _ in seen} == {steps}
+    assert [s for s, _, _ in seen] == [i for i in range(steps) for _ in (0, 1)][:-1]  # 0 0 1 1 ... last once
+
+
 @pytest.mark.parametrize("sampler", ["DPM fast", "DPM adaptive"])
 def test_samplers_without_a_step_list_are_timed_by_their_noise_level(backend, monkeypatch, sampler):  # noqa: F811
     """k-diffusion `sample_dpm_fast(model, x, sigma_min, sigma_max, n)` makes n // 3 + 1 callbacks
