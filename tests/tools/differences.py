@@ -15,6 +15,7 @@ No WebUI or gradio import: torch, the ldm package, tomesd and lib_sloth only.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -80,6 +81,24 @@ def forward(unet, x, t, c, data=None, step=4, total=10, seed=0):
         with SlothPatch(unet, settings_from_dict(data), seed=seed) as p:
             p.set_step(step, total)
             return unet(x, t, c)
+
+
+def constant_nsa(block, tile=24, ratio=0.5, **extra):
+    """Near-sighted Attention with the schedule off (one tile size and global ratio at every step),
+    `block` as both its input and output pooling."""
+    return {"nearsighted": {"enabled": True, "time_decay": 0.0, "base_tile_size": tile, "peak_tile_size": tile,
+                            "base_global_ratio": ratio, "peak_global_ratio": ratio, "input": block, "output": block,
+                            **extra}}
+
+
+def compare(label, unet, inputs, data, plain, *swaps):
+    """One row: ours against the same call with each (module, name, value) of `swaps` swapped in."""
+    ours = forward(unet, *inputs, data)
+    with contextlib.ExitStack() as stack:
+        for module, name, value in swaps:
+            stack.enter_context(swapped(module, name, value))
+        theirs = forward(unet, *inputs, data)
+    row(label, ours, theirs, plain)
 
 
 def constant(data_block):
@@ -205,13 +224,8 @@ def main():
     plain_big = forward(unet, big, tw, c)
     for label, block in (("2D_MAX", {"mode": "2D_MAX", "slothful": 6.0, "k_blend": 0.5, "v_blend": 0.5}),
                          ("1D_AVG", {"mode": "1D_AVG", "slothful": 6.0})):
-        s = {"nearsighted": {"enabled": True, "keep_middle": False, "time_decay": 0.0, "base_tile_size": 24,
-                             "peak_tile_size": 24, "base_global_ratio": 0.5, "peak_global_ratio": 0.5,
-                             "input": block, "output": block}}
-        ours = forward(unet, big, tw, c, s)
-        with swapped(nearsighted, "global_sources", strided_2d_pick):
-            before = forward(unet, big, tw, c, s)
-        row(f"NSA global (old) {label}", ours, before, plain_big)
+        compare(f"NSA global (old) {label}", unet, (big, tw, c), constant_nsa(block, keep_middle=False), plain_big,
+                (nearsighted, "global_sources", strided_2d_pick))
 
     # ---- Near-sighted Attention: seams, padding, global edge windows, interpolation --------------
     nsa = {"nearsighted": {"enabled": True, "time_decay": 0.0, "base_tile_size": 16, "peak_tile_size": 16}}
@@ -228,25 +242,15 @@ def main():
     # last picked row (55) has no whole window below it (1D: step 108, window 6, last pick 3132 of 3136)
     x56 = torch.randn(2, 4, 56, 56, generator=torch.Generator().manual_seed(5))
     plain56 = forward(unet, x56, tw, c)
-    for label, mode in (("2D_AVG", "2D_AVG"), ("2D_MAX", "2D_MAX"), ("1D_AVG", "1D_AVG")):
+    for mode in ("2D_AVG", "2D_MAX", "1D_AVG"):
         block = {"mode": mode, "slothful": 6.0, "k_blend": 0.5, "v_blend": 0.5}
-        s = {"nearsighted": {"enabled": True, "time_decay": 0.0, "base_tile_size": 24,
-                             "peak_tile_size": 24, "base_global_ratio": 0.5, "peak_global_ratio": 0.5,
-                             "input": block, "output": block}}
-        ours = forward(unet, x56, tw, c, s)
-        with swapped(nearsighted, "global_sources", global_whole_windows_only):
-            node = forward(unet, x56, tw, c, s)
-        row(f"NSA global edges {label}", ours, node, plain56)
+        compare(f"NSA global edges {mode}", unet, (x56, tw, c), constant_nsa(block), plain56,
+                (nearsighted, "global_sources", global_whole_windows_only))
 
-    for label, mode in (("2D_AVG", "2D_AVG"), ("1D_AVG", "1D_AVG")):
-        block = {"mode": mode, "slothful": 4.5}
-        s = {"nearsighted": {"enabled": True, "time_decay": 0.0, "base_tile_size": 24, "peak_tile_size": 24,
-                             "base_global_ratio": 0.2, "peak_global_ratio": 0.9, "input": block, "output": block}}
-        ours = forward(unet, big, tw, c, s)
-        with swapped(schedule, "lerp", lambda a, b, r: a + (b - a) * r), \
-                swapped(geometry, "snap", lambda v, eps=0.0: v):
-            before = forward(unet, big, tw, c, s)
-        row(f"NSA lerp (old) {label}", ours, before, plain_big)
+    for mode in ("2D_AVG", "1D_AVG"):
+        s = constant_nsa({"mode": mode, "slothful": 4.5}, base_global_ratio=0.2, peak_global_ratio=0.9)
+        compare(f"NSA lerp (old) {mode}", unet, (big, tw, c), s, plain_big,
+                (schedule, "lerp", lambda a, b, r: a + (b - a) * r), (geometry, "snap", lambda v, eps=0.0: v))
 
     # ---- AgentSD / ToMe metric --------------------------------------------------------------------
     x32, t32, c32 = unet_inputs(unet, 2, 32, 32)
