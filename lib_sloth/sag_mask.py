@@ -9,6 +9,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .geometry import ceil_snapped
+
 
 def mid_grid(tokens: int, latent_hw: Tuple[int, int]) -> Tuple[int, int]:
     """(h, w) with h*w == tokens whose aspect best matches the latent's H x W.
@@ -79,7 +81,7 @@ def gaussian_kernel1d(sigma: float) -> Optional[torch.Tensor]:
     """
     if sigma <= 0:
         return None
-    radius = max(1, math.ceil(3 * sigma))
+    radius = max(1, ceil_snapped(3 * sigma))
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     return kernel / kernel.sum()

@@ -66,7 +66,7 @@ LAYERS = [
     ("methods", {"slothful", "nearsighted", "agentsd", "sag"}),
     ("table", {"methods"}),
     ("settings", {"settings", "presets", "user_presets", "infotext"}),
-    ("patch", {"patch"}),
+    ("patch", {"patch", "idle"}),
     ("tools", {"bench_cases", "bench_profile", "bench", ""}),  # "": the package facade lib_sloth/__init__
 ]
 ADAPTERS = ("lib_sloth.webui", "lib_sloth.diffusers")  # the top: each imports the engine, never the other

@@ -79,3 +79,23 @@ def test_the_diffusers_example_runs_as_written(tmp_path):
     assert "Sloth NSA:" in image.info["parameters"] and "Sloth SAG:" in image.info["parameters"]
     assert run.rewritten and len(maps) >= 2 and all(isinstance(m, Image.Image) for m in maps)
     assert dict(pipe.unet.attn_processors) == before
+
+
+def test_every_row_of_the_differences_table_names_labels_that_differences_py_prints():
+    """The reproduce column names lines of tests/tools/differences.py: literal labels, or an f-string's
+    fixed part followed by the varying word (`SAG 9 taps sigma …`, `… 1D_AVG` after a full label)."""
+    import re
+
+    table = README.split("## Differences from the original nodes", 1)[1].split("\n## ", 1)[0]
+    tool = open(os.path.join(ROOT, "tests", "tools", "differences.py"), encoding="utf8").read()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line.count("|") == 5][2:]
+    assert any("`NSA seams`" in r for r in rows) and any("`NSA global edges 2D_AVG`" in r for r in rows)
+    for row in rows:
+        previous = ""
+        for label in re.findall(r"`([^`]+)`", row.rsplit("|", 2)[1]):
+            if label.startswith("… "):
+                label = previous.rsplit(" ", 1)[0] + " " + label[2:]
+            fixed = label.rstrip(" …").rsplit(" ", 1)[0] + " {" if label.endswith("…") or " " in label else None
+            literal = any(f"{q}{label}{q}" in tool for q in "'\"")
+            assert literal or (fixed and f'f"{fixed}' in tool) or f'"{label.rstrip(" …")}' in tool, label
+            previous = label
