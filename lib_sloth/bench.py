@@ -2,7 +2,7 @@
 its physical limit and peers, all measured in the same process with interleaved repetitions.
 
     python -m lib_sloth.bench [--quick] [--json PATH] [--sizes 512 1024] [--reps N] [--threads N]
-                              [--device auto|cpu|cuda] [--profile]
+                              [--device auto|cpu|cuda] [--profile] [--substrate ldm|diffusers]
 
 The UNet has the real SD1.5 architecture (ldm UNetModel, model_channels 320) with random
 weights: speed does not depend on the weights. Like the WebUI's default "sdp" optimisation, the
@@ -89,7 +89,8 @@ def _status_kb(key: str) -> int:
 
 
 def run(sizes, reps, cases, device, dtype, log=print, unet=None, warmup: str | None = None,
-        clock: DeviceClock | None = None, timer: str = "wall", attribute: bool | None = None):
+        clock: DeviceClock | None = None, timer: str = "wall", attribute: bool | None = None,
+        substrate: str = "ldm"):
     """Time every case at every size; the first case is the baseline of its group.
 
     timer: what median_s, the ratio and the share are computed from: "wall" (perf_counter) or
@@ -102,6 +103,8 @@ def run(sizes, reps, cases, device, dtype, log=print, unet=None, warmup: str | N
     CPU default: its kernels do not tune per shape, and a 1024² forward costs a minute).
     attribute: time every attn1 call of the timed runs by stage (bench_profile.attn1_stages; on
     by default on CPU, off on CUDA, where each stage would need a synchronize).
+    substrate: "ldm" (the default UNet gets the WebUI's SDPA forward) or "diffusers" (its own
+    AttnProcessor2_0 is SDPA already; no per-stage attribution: its hooks read ldm's layers).
     Each row: name, size, median_s, ratio_vs_baseline, share_of_ceiling (None without a
     ceiling case), peak_mem_mb, times_s (every repetition); with `attribute` also attn1_s
     (median seconds per stage) and bound_ratio (see `bound_ratio`).
@@ -109,7 +112,8 @@ def run(sizes, reps, cases, device, dtype, log=print, unet=None, warmup: str | N
     unet = unet or build_unet(device, dtype)
     clock = clock or DeviceClock(device)
     warmup = warmup or ("all" if clock.cuda else "baseline")
-    attribute = not clock.cuda if attribute is None else attribute
+    ldm = substrate == "ldm"
+    attribute = (not clock.cuda and ldm) if attribute is None else attribute
     results = []
     for size in sizes:
         lat = size // 8
@@ -122,7 +126,7 @@ def run(sizes, reps, cases, device, dtype, log=print, unet=None, warmup: str | N
         mems = {c.name: 0.0 for c in cases}
         stages = {c.name: [] for c in cases}
         extra = {}
-        with torch.no_grad(), sdp_attention():
+        with torch.no_grad(), (sdp_attention() if ldm else contextlib.nullcontext()):
             for case in cases if warmup == "all" else cases[:1]:  # untimed
                 with case.enter(unet) as handle:
                     case.run(unet, x, t, ctx, handle)
@@ -204,13 +208,13 @@ def summary(results) -> dict:
     return out
 
 
-def sag_map_mb(unet, size: int) -> float:
+def sag_map_mb(unet, size: int, find_layers=None) -> float:
     """Bytes of SAG's recorded map (one uncond image) at `size` px: heads x N x N fp32, N the
     middle block's tokens. Computed from the layer; the 512 px run measures the same formula."""
     from .layers import find_self_attention
 
-    layer = next(m for m, info in find_self_attention(unet).items() if info.block == "middle")
-    downsample = 2 ** sum(1 for m in unet.modules() if type(m).__name__ == "Downsample")
+    layer = next(m for m, info in (find_layers or find_self_attention)(unet).items() if info.block == "middle")
+    downsample = 2 ** sum(1 for m in unet.modules() if type(m).__name__ in ("Downsample", "Downsample2D"))
     tokens = (-(-size // 8 // downsample)) ** 2
     return layer.heads * tokens * tokens * 4 / 2**20
 
@@ -269,6 +273,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     ap.add_argument("--timer", choices=("wall", "cpu"), default="wall",
                     help="what the ratios use: wall clock, or the process's CPU time (a busy shared machine, 1 thread)")
+    ap.add_argument("--substrate", choices=("ldm", "diffusers"), default="ldm",
+                    help="the UNet the cases run on: ldm's UNetModel, or diffusers' UNet2DConditionModel "
+                         "(lib_sloth.diffusers; needs diffusers installed)")
     ap.add_argument("--profile", action="store_true",
                     help="instead of the UNet table: where each method's time goes on one layer (lib_sloth.bench_profile)")
     args = ap.parse_args(argv)
@@ -289,30 +296,45 @@ def main(argv=None):
             with open(args.json, "w") as f:
                 json.dump(report, f, indent=2)
         return report
-    cases = default_cases()
+    substrate = _substrate(args.substrate)
+    cases = substrate.default_cases()
     if args.only:
         cases = [c for c in cases if c.role != "case" or c.name in args.only]
-    unet = build_unet(device, dtype)
-    results = run(sizes, reps, cases, device, dtype, log, unet, timer=args.timer) if sizes else []
+    unet = substrate.build_unet(device, dtype)
+    kw = dict(timer=args.timer, substrate=args.substrate)
+    results = run(sizes, reps, cases, device, dtype, log, unet, **kw) if sizes else []
     if args.sag_sizes and (not args.only or "sag" in args.only):
-        results += run(args.sag_sizes, reps, sag_cases(), device, dtype, log, unet, timer=args.timer)
-    if args.guidance_sizes:
+        results += run(args.sag_sizes, reps, substrate.sag_cases(), device, dtype, log, unet, **kw)
+    if args.guidance_sizes and args.substrate == "ldm":
         guided = [c for c in guidance_cases() if c.role != "case" or not args.only or c.name in args.only]
-        results += run(args.guidance_sizes, reps, guided, device, dtype, log, unet, timer=args.timer)
-    for group in maps_cases() if args.maps_sizes else ():
-        results += run(args.maps_sizes, reps, group, device, dtype, log, unet, timer=args.timer)
-    report = {"device": str(device) + ("" if device.type == "cuda" else f" ({os.cpu_count()} cores)"),
+        results += run(args.guidance_sizes, reps, guided, device, dtype, log, unet, **kw)
+    for group in maps_cases() if args.maps_sizes and args.substrate == "ldm" else ():
+        results += run(args.maps_sizes, reps, group, device, dtype, log, unet, **kw)
+    report = {"substrate": args.substrate, "device": str(device) + ("" if device.type == "cuda" else f" ({os.cpu_count()} cores)"),
               "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "timer": args.timer, "load_avg": _load_avg(), "cases": results, **summary(results),
-              "sag_map_mb_1024": round(sag_map_mb(unet, 1024), 3)}
+              "sag_map_mb_1024": round(sag_map_mb(unet, 1024, getattr(substrate, "find_self_attention", None)), 3)}
     print(table(results))
     for key, n in report["noise"].items():
         print(f"noise {key}: baseline {n['baseline_s']:.3f}s, repeat {n['repeat_s']:.3f}s -> {100 * n['noise']:.1f} %")
     print(f"SAG map at 1024 px (one uncond image): {report['sag_map_mb_1024']} MB")
+    print(f"substrate: {args.substrate}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
     return report
+
+
+def _substrate(name: str):
+    """The case builders of a substrate: build_unet, default_cases, sag_cases (and
+    find_self_attention when its layers are not ldm's). "ldm" is this module's own; any other name
+    is an adapter package that ships `lib_sloth/<name>/bench_cases.py`, looked up by name so the
+    tools layer never imports an adapter (tests/test_imports.py)."""
+    if name == "ldm":
+        return sys.modules[__name__]
+    import importlib
+
+    return importlib.import_module(f"{__package__}.{name}.bench_cases")
 
 
 if __name__ == "__main__":

@@ -65,8 +65,9 @@ def free_self_attention(unet: torch.nn.Module):
 _NO_FORWARD = object()
 
 
-def ceiling_case() -> Case:
-    return Case("ceiling (attn1 free)", free_self_attention, role="ceiling")
+def ceiling_case(free=None) -> Case:
+    """free(unet): the context that makes every attn1 free (default: ldm's, `free_self_attention`)."""
+    return Case("ceiling (attn1 free)", free or free_self_attention, role="ceiling")
 
 
 # ---- guidance: one CFG step (cond + uncond rows, eps model) with and without it ----------------
@@ -123,12 +124,14 @@ def guided_case(name: str, data: dict) -> Case:
     return Case(name, enter, cfg_step)
 
 
-def sag_cases() -> List[Case]:
-    """A plain CFG step, each guidance method's rows, the plain step again (the run's noise)."""
-    guided = [guided_case(c.name, dict(c.settings)) for m in methods.all_methods() if m.guidance is not None
+def sag_cases(case_for=None, step=None) -> List[Case]:
+    """A plain CFG step, each guidance method's rows, the plain step again (the run's noise).
+    Another UNet substrate passes its guided-case builder (name, settings dict) -> Case and its step."""
+    case_for, step = case_for or guided_case, step or cfg_step
+    guided = [case_for(c.name, dict(c.settings)) for m in methods.all_methods() if m.guidance is not None
               for c in methods.bench_cases(m)]
-    return [Case("cfg step", lambda unet: contextlib.nullcontext(), cfg_step, role="baseline"), *guided,
-            Case("cfg step (repeat)", lambda unet: contextlib.nullcontext(), cfg_step, role="repeat")]
+    return [Case("cfg step", lambda unet: contextlib.nullcontext(), step, role="baseline"), *guided,
+            Case("cfg step (repeat)", lambda unet: contextlib.nullcontext(), step, role="repeat")]
 
 
 # ---- PAG and SEG: a CFG step with the perturbed pass batched or separate; SAG outside its window ----
@@ -218,13 +221,15 @@ def _peak_step(progress: float) -> int:
     return round(progress * (TOTAL_STEPS - 1))
 
 
-def sloth_case(name: str, data: dict, progress: float = 0.4) -> Case:
+def sloth_case(name: str, data: dict, progress: float = 0.4, patch=SlothPatch) -> Case:
+    """A method at the step nearest `progress`: `patch(unet, settings, seed=)` is the context that
+    applies it and has set_step (SlothPatch; lib_sloth.diffusers.apply on the diffusers UNet)."""
     settings = settings_from_dict(data)
 
     @contextlib.contextmanager
     def enter(unet):
-        with SlothPatch(unet, settings, seed=1) as patch:
-            patch.set_step(_peak_step(progress), TOTAL_STEPS)
+        with patch(unet, settings, seed=1) as patched:
+            patched.set_step(_peak_step(progress), TOTAL_STEPS)
             yield
 
     return Case(name, enter)
@@ -264,11 +269,13 @@ def case_step(progress: float) -> int:
     return _peak_step(progress)
 
 
-def default_cases() -> List[Case]:
-    """Baseline, ceiling, every Sloth case, tomesd at AgentSD's two ratios, the baseline again."""
-    cases = [unpatched_case(), ceiling_case()]
-    cases += [sloth_case(c.name, dict(c.settings), c.progress) for c in sloth_cases()]
-    cases += [tomesd_case(0.4), tomesd_case(0.5)]
+def default_cases(patch=SlothPatch, tomesd=None, free=None) -> List[Case]:
+    """Baseline, ceiling, every Sloth case, tomesd at AgentSD's two ratios, the baseline again.
+    Another UNet substrate passes its patch context, tomesd case builder and ceiling context."""
+    tomesd = tomesd or tomesd_case
+    cases = [unpatched_case(), ceiling_case(free)]
+    cases += [sloth_case(c.name, dict(c.settings), c.progress, patch) for c in sloth_cases()]
+    cases += [tomesd(0.4), tomesd(0.5)]
     cases.append(unpatched_case("unpatched (repeat)", role="repeat"))
     return cases
 

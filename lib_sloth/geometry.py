@@ -9,6 +9,23 @@ import math
 from typing import Optional, Tuple
 
 MAX_DOWNSAMPLE_LOG2 = 7
+SNAP_EPS = 1e-9  # far below the gap between a non-integer slider-grid value and the next integer
+
+
+def snap(x: float, eps: float = SNAP_EPS) -> float:
+    """x, or the integer it lies within eps of.
+
+    Floats stand for decimal slider values (0.9 is 0.9000000000000000222...), so a rule that is
+    exactly an integer can come out a hair above it (18 / 0.8999999999999999 = 20.000000000000004),
+    and ceil then picks the next window. Every float that becomes a window, stride or tile size
+    goes through here first.
+    """
+    n = round(x)
+    return float(n) if abs(x - n) <= eps else x
+
+
+def ceil_snapped(x: float) -> int:
+    return math.ceil(snap(x))
 
 
 def grid_for_tokens(tokens: int, latent_hw: Tuple[int, int]) -> Optional[Tuple[int, int, int]]:
@@ -35,10 +52,11 @@ def window_2d(stride: float, h: int, w: int) -> Tuple[int, int]:
     original node does: a grid too short for a square window gets a wider one, so the reduction
     stays close to s (32 x 128 latent, level 3 grid 4 x 16, s = 20: (4, 5), not (4, 4)).
     """
-    sy = min(math.ceil(math.sqrt(stride)), h)
-    sx = min(math.ceil(stride / sy), w)
+    stride = snap(stride)
+    sy = min(ceil_snapped(math.sqrt(stride)), h)
+    sx = min(ceil_snapped(stride / sy), w)
     return sy, sx
 
 
 def window_1d(stride: float, n: int) -> int:
-    return min(math.ceil(stride), n)
+    return min(ceil_snapped(stride), n)

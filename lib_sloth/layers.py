@@ -75,6 +75,16 @@ class LayerIndex:
         self.owners: List[nn.Module] = [m for m in unet.modules() if getattr(m, "attn1", None) in self.layers]
         self._base_log2 = int(math.log2(shallowest_attention_downsample(unet)))
 
+    @classmethod
+    def from_table(cls, layers: Dict[nn.Module, LayerInfo], owners: List[nn.Module], base_downsample: int
+                   ) -> "LayerIndex":
+        """An index of a UNet whose module paths are not ldm's (diffusers): its attn1 table, their
+        transformer blocks, and the downsample factor of its shallowest self-attention level."""
+        index = cls.__new__(cls)
+        index.layers, index.owners = dict(layers), list(owners)
+        index._base_log2 = int(math.log2(base_downsample))
+        return index
+
     def __len__(self) -> int:
         return len(self.layers)
 

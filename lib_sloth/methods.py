@@ -20,15 +20,16 @@ import contextlib
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Iterator, List, Mapping, Optional
 
 from .agentsd import AgentSDSettings, plan_agentsd
 from .layer_call import LayerCall, Plan, Planner
-from .nearsighted import NearSightedSettings, TileSettings, plan_nearsighted, plan_tile
+from .nearsighted import NearSightedSettings, TileSettings, nearsighted_idle_reason, plan_nearsighted, plan_tile, \
+    tile_idle_reason
 from .pag import PagPass, PagSettings
 from .sag import SagPass, SagSettings
 from .seg import SegPass, SegSettings
-from .slothful import SlothfulSettings, plan_slothful
+from .slothful import SlothfulSettings, idle_reason as slothful_idle_reason, plan_slothful
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class Method:
     bench: tuple[BenchCase, ...] = ()  # its bench rows; () = one row with the method on at its defaults
     # (function in its module, stage) pairs the bench's --profile times: what its own kernels cost
     profile_stages: tuple[tuple[str, str], ...] = ()
+    # why(settings block, LayerCalls of a pass) -> why it rewrote none of them, for `Sloth notes` (lib_sloth.idle)
+    idle_reason: Optional[Callable[[Any, list], str]] = None
 
     def block(self, settings):
         """This method's settings block inside a SlothSettings."""
@@ -90,7 +93,7 @@ _TOKEN_GRID = ("both start at the shallowest attention level and tiling needs th
 BUILTIN: tuple[Method, ...] = (  # the settings table's order (info text, UI sections): never reorder
     Method("slothful", SlothfulSettings, "Slothful Attention", "Slothful", "Sloth Slothful", plan_slothful,
            conflicts=(Conflict(("tile", "nearsighted"), _REWRITE),),
-           profile_stages=(("reduce_tokens", "pooling"),),
+           profile_stages=(("reduce_tokens", "pooling"),), idle_reason=slothful_idle_reason,
            presets={
                # The original node's defaults: softer, calmer images.
                "slothful": {"slothful": {"enabled": True}},
@@ -100,11 +103,13 @@ BUILTIN: tuple[Method, ...] = (  # the settings table's order (info text, UI sec
     Method("tile", TileSettings, "Near-sighted Tile", "Tile", "Sloth Tile", plan_tile,
            conflicts=(Conflict(("nearsighted",), _REWRITE),),
            bench=(BenchCase("nearsighted tile", {"tile.enabled": True}),), profile_stages=_TILING_STAGES,
+           idle_reason=tile_idle_reason,
            # Tiles with a wide global view sharpen small structures while keeping the layout.
            presets={"detail": {"tile": {"enabled": True, "tile_size": 32, "global_ratio": 0.5}}}),
     Method("nearsighted", NearSightedSettings, "Near-sighted Attention", "Near-sighted", "Sloth NSA", plan_nearsighted,
            bench=(BenchCase("nearsighted attention", {"nearsighted.enabled": True}),),
            profile_stages=(*_TILING_STAGES, ("reduce_tokens", "pooling"), ("pick_in_tiles", "pooling")),
+           idle_reason=nearsighted_idle_reason,
            # Near-sighted Attention at its defaults is the fastest of the three rewrites.
            presets={"speed": {"nearsighted": {"enabled": True}}}),
     # AgentSD plans first: it takes the layers it merges at this step, Slothful (if on) the rest.

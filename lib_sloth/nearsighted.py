@@ -310,3 +310,30 @@ def plan_nearsighted(s: NearSightedSettings, call: LayerCall) -> Optional[Plan]:
     if pooling is None:
         return None
     return SlothfulPlan(call.h, call.w, pooling)
+
+
+# ---- why a method on changed no layer (lib_sloth.idle) ------------------------------------------
+def tile_idle_reason(s: TileSettings, calls) -> str:
+    """Why Near-sighted Tile rewrote none of `calls` (LayerCalls of one pass)."""
+    tiled = [c for c in calls if c.level < s.max_depth]
+    if not tiled:
+        return f"no self-attention level of this model is shallower than max_depth {s.max_depth}"
+    h, w = max(((c.h, c.w) for c in tiled), key=lambda hw: hw[0] * hw[1])
+    return (f"every tiled level fits in one tile (largest {h}x{w}, tile size {s.tile_size}); "
+            "a smaller tile size or a larger image tiles it")
+
+
+def nearsighted_idle_reason(s: NearSightedSettings, calls) -> str:
+    """Why Near-sighted Attention rewrote none of `calls`: no level was tiled and no pooling ran."""
+    tiled = [c for c in calls if c.level < s.max_depth]
+    parts = []
+    if tiled:
+        h, w = max(((c.h, c.w) for c in tiled), key=lambda hw: hw[0] * hw[1])
+        largest = max(nearsighted_shape(s, c.progress)[0] for c in tiled)
+        parts.append(f"every tiled level fits in one tile (largest {h}x{w}, tile size up to {largest})")
+    strengths = [layer_stride(b, c.level, c.progress, s.peak_time, s.time_decay)
+                 for c in calls for b in [pool_block_for(c.block, s.keep_middle, s.input, s.output)] if b]
+    if not strengths or max(strengths) <= 1:
+        most = f" (at most {max(strengths):.3g})" if strengths else ""
+        parts.append(f"the pooling strength after time and depth decay stayed at or below 1{most}")
+    return " and ".join(parts) or "no layer of this image could be tiled or pooled"

@@ -29,6 +29,7 @@ import contextlib
 
 from . import methods
 from .forward_patch import ForwardPatcher
+from .idle import IdleWatch
 from .layer_call import LayerCall, Plan
 from .layers import LayerIndex, LayerInfo
 from .settings import SlothSettings
@@ -90,6 +91,7 @@ class SlothPatch:
         self.guidances: list = []  # the pass's lib_sloth.guidance.Guidance objects (they join at creation)
         self._forwards = forwards
         self._extra_of = None  # the guidance whose extra UNet call is running; None = the normal pass
+        self.idle = IdleWatch(settings)  # notes an enabled method that changes no layer (lib_sloth/idle.py)
         self._block_inputs: Dict[nn.Module, torch.Tensor] = {}  # attn1 -> its block's input, this call
         self._plan_settings = settings  # what the planners see this forward (see _settings_now)
         self._entered = 0
@@ -302,6 +304,8 @@ class SlothPatch:
             plan = methods.plan_layer(self._plan_settings, call)
         if plan is not None:
             self.rewritten[info.name] += 1
+        if grid is not None:
+            self.idle.see(call, self.latent_hw, self.notes)
         if self.recorder is not None and grid is not None:
             self.recorder.layer(call, plan, self.latent_hw)
         return plan

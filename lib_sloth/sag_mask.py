@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .blur import gaussian_taps, separable_blur
+from .geometry import ceil_snapped
 
 
 def mid_grid(tokens: int, latent_hw: Tuple[int, int]) -> Tuple[int, int]:
@@ -81,7 +82,7 @@ def gaussian_kernel1d(sigma: float) -> Optional[torch.Tensor]:
     """
     if sigma <= 0:
         return None
-    return gaussian_taps(sigma, max(1, math.ceil(3 * sigma)))
+    return gaussian_taps(sigma, max(1, ceil_snapped(3 * sigma)))
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

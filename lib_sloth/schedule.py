@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from .geometry import snap
+
 
 def progress(step: int, total: int) -> float:
     """0 at the first step of the pass, 1 at the last."""
@@ -28,8 +30,10 @@ def depth_ratio(level: int, depth_decay: float) -> float:
 
 
 def lerp(a: float, b: float, t: float) -> float:
-    return a + (b - a) * t
+    """a at t = 0, b at t = 1, exactly: the node's form (a + (b - a)·t gives 0.8999999999999999
+    for 0.2 -> 0.9 at t = 1)."""
+    return a * (1 - t) + b * t
 
 
 def round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
+    return int(math.floor(snap(x + 0.5)))

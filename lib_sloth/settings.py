@@ -134,6 +134,15 @@ def _table(table: tuple) -> tuple[FieldSpec, ...]:
     return tuple(specs) + walk_fields(SharedSettings)
 
 
+def _takes(spec: FieldSpec, value: Any) -> bool:
+    """Whether the setting `spec` would take `value` (for ranking the names an unknown name suggests)."""
+    try:
+        values.parse(spec, value)
+    except SettingsError:
+        return False
+    return True
+
+
 def settings_from_dict(data: Mapping[str, Any] | None, base: SlothSettings | None = None) -> SlothSettings:
     """Build validated settings from nested dicts and/or dotted keys, over `base` (defaults).
 
@@ -143,7 +152,8 @@ def settings_from_dict(data: Mapping[str, Any] | None, base: SlothSettings | Non
     specs = {s.path: s for s in iter_fields()}
     unknown = sorted(set(flat) - set(specs))
     if unknown:
-        raise values.unknown(unknown[0], specs)
+        given = flat[unknown[0]]
+        raise values.unknown(unknown[0], specs, fits=lambda path: _takes(specs[path], given))
     merged = {s.path: s.default for s in specs.values()}
     merged.update(to_flat(base or SlothSettings()))
     for path, value in flat.items():

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .attention import attend
 from .fields import Validated, nested, setting
-from .geometry import window_1d, window_2d
+from .geometry import snap, window_1d, window_2d
 from .layer_call import LayerCall, Plan
 from .schedule import depth_ratio, time_ratio
 
@@ -102,7 +102,9 @@ def pooling_for(block: PoolBlock, stride: float, h: int, w: int) -> Optional[Poo
 
 
 def layer_stride(block: PoolBlock, level: int, prog: float, peak_time: float, time_decay: float) -> float:
-    return block.slothful * time_ratio(prog, peak_time, time_decay) * depth_ratio(level, block.depth_decay)
+    """Strength scaled by time and depth, snapped to an integer within 1e-9 (geometry.snap): the
+    `<= 1` test and the window must not flip on representation error."""
+    return snap(block.slothful * time_ratio(prog, peak_time, time_decay) * depth_ratio(level, block.depth_decay))
 
 
 def _pool_grid(x: torch.Tensor, window: Tuple[int, int], use_max: bool) -> torch.Tensor:
@@ -197,3 +199,13 @@ def plan_slothful(s: SlothfulSettings, call: LayerCall) -> Optional[SlothfulPlan
     if pooling is None:
         return None
     return SlothfulPlan(call.h, call.w, pooling)
+
+
+def idle_reason(s: SlothfulSettings, calls) -> str:
+    """Why Slothful rewrote none of `calls` (LayerCalls of one pass), in the user's words."""
+    strengths = [layer_stride(b, c.level, c.progress, s.peak_time, s.time_decay)
+                 for c in calls for b in [pool_block_for(c.block, s.keep_middle, s.input, s.output)] if b]
+    if strengths and max(strengths) <= 1:
+        return (f"its strength after time and depth decay stayed at or below 1 (at most {max(strengths):.3g}); "
+                "raise the strength or lower the decays")
+    return "no layer of this image has a window larger than one token"

@@ -25,6 +25,7 @@ from .settings import SlothSettings, settings_from_dict, to_dict
 FILE_VERSION = 1
 MAX_NAME_LENGTH = 64
 MAX_REPORTED = 5  # skipped presets named in one message; a hostile file cannot flood the UI
+EXTENSION_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 Presets = dict[str, SlothSettings]
 
@@ -47,7 +48,7 @@ def load(path: str) -> tuple[Presets, str]:
             skipped.append(f"{values.shorten(name)} ({err})")
     if len(skipped) > MAX_REPORTED:
         skipped[MAX_REPORTED:] = [f"and {len(skipped) - MAX_REPORTED} more"]
-    message = f"Sloth: skipped user presets that are no longer valid in {path}: {'; '.join(skipped)}" if skipped else ""
+    message = f"Sloth: skipped user presets that are no longer valid in {shown(path)}: {'; '.join(skipped)}" if skipped else ""
     return presets, message
 
 
@@ -114,7 +115,9 @@ def _read(path: str) -> tuple[dict, str]:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:  # RecursionError: [[[[...]]]]
+    except OSError as err:
+        why = _reason(err)
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # RecursionError: [[[[...]]]]
         why = values.shorten(str(err), 120)
     else:
         if not isinstance(data, dict) or not isinstance(data.get("presets"), dict):
@@ -123,7 +126,7 @@ def _read(path: str) -> tuple[dict, str]:
             why = f"unknown file version {data.get('version')!r}"
         else:
             return dict(data["presets"]), ""
-    return {}, f"Sloth: could not read user presets from {path} ({why}); they are ignored until it is fixed."
+    return {}, f"Sloth: could not read user presets from {shown(path)} ({why}); they are ignored until it is fixed."
 
 
 def _write(path: str, presets: Mapping) -> str:
@@ -139,7 +142,7 @@ def _write(path: str, presets: Mapping) -> str:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     except OSError as err:
-        return f"Sloth: could not write user presets to {path} ({err})."
+        return f"Sloth: could not write user presets to {shown(path)} ({_reason(err)})."
     return ""
 
 
@@ -151,5 +154,19 @@ def _move_aside(path: str, problem: str) -> str:
     try:
         os.replace(path, target)
     except OSError as err:
-        return f"{problem} Could not move it aside ({err})."
-    return f"{problem} It was moved to {target} and a new file was started."
+        return f"{problem} Could not move it aside ({_reason(err)})."
+    return f"{problem} It was moved to {shown(target)} and a new file was started."
+
+
+def shown(path: str) -> str:
+    """The file as messages name it: relative to the extension folder (the accordion shows messages to
+    every browser user, who need not learn where the server keeps its files), else its name alone."""
+    full = os.path.abspath(path)
+    if os.path.commonpath([full, EXTENSION_ROOT]) == EXTENSION_ROOT:
+        return os.path.relpath(full, EXTENSION_ROOT)
+    return os.path.basename(full)
+
+
+def _reason(err: OSError) -> str:
+    """An OSError without the file names its text would carry."""
+    return err.strerror or type(err).__name__

@@ -57,20 +57,39 @@ def refuse(field: str, value: Any, allowed: str) -> SettingsError:
     return SettingsError(field, f"={shorten(value)} is not allowed: {allowed}")
 
 
-def unknown(name: Any, known: Iterable[str], what: str = "setting") -> SettingsError:
-    """The error for an unknown name, suggesting the few closest known names."""
+def unknown(name: Any, known: Iterable[str], what: str = "setting", fits=None) -> SettingsError:
+    """The error for an unknown name, suggesting the few closest known names (those `fits(name)`
+    says could take the value that was given come first)."""
     text = name if isinstance(name, str) else repr(name)
-    return SettingsError(shorten(text), f" is not a {what}; {suggestion(text, known, what)}")
+    return SettingsError(shorten(text), f" is not a {what}; {suggestion(text, known, what, fits)}")
 
 
-def suggestion(name: str, known: Iterable[str], what: str = "setting") -> str:
-    """"did you mean a, b?" with the few known names closest to `name`."""
+def suggestion(name: str, known: Iterable[str], what: str = "setting", fits=None) -> str:
+    """"did you mean a, b?" with the few known names closest to `name`.
+
+    A name closer to a block of settings than to any leaf (``slothfull.input``) gets that block's
+    leaves, in table order; `fits` (known name -> bool) then moves the leaves that could take the
+    given value to the front (a number: ``slothful.input.slothful`` before the mode choice).
+    """
     known = list(known)
-    close = difflib.get_close_matches(name, known, n=CLOSEST, cutoff=0.6) if len(name) <= 200 else []
+    close = []
+    if len(name) <= 200:
+        close = difflib.get_close_matches(name, known, n=len(known), cutoff=0.6)
+        blocks = list(dict.fromkeys(k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)))
+        block = difflib.get_close_matches(name, blocks, n=1, cutoff=0.8)
+        if block and _likeness(name, block[0]) > max((_likeness(name, k) for k in close), default=0.0):
+            close = [k for k in known if k.startswith(block[0] + ".")]
+        if fits is not None:
+            close.sort(key=lambda k: not fits(k))  # stable: closeness (or table order) within each group
     if not close:  # no near miss: names that share the first part, e.g. the same method
         head = name.split(".", 1)[0]
-        close = [k for k in known if k.split(".", 1)[0] == head][:CLOSEST]
+        close = [k for k in known if k.split(".", 1)[0] == head]
+    close = close[:CLOSEST]
     return f"did you mean {', '.join(close)}?" if close else f"see the README for the {what} names"
+
+
+def _likeness(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
 
 
 def parse_bool(field: str, value: Any) -> bool:

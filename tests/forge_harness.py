@@ -439,7 +439,10 @@ def apply_refiner(cfg_denoiser) -> bool:
     ``extra_generation_params``, ``reload_model_weights`` (here: ``shared.sd_model`` becomes the
     refiner model, with the ``forge_objects`` its loader gave it), ``update_inner_model()`` and
     ``sampling_prepare`` of the new ``forge_objects.unet`` (here: its object patches applied).
-    Not reproduced: hires-pass options, extra networks, ``setup_conds``, ``sampling_cleanup``.
+    With hires fix (``p.enable_hr``) the option ``hires_fix_refiner_pass`` (``"first pass"``,
+    ``"second pass"`` = the default, ``"both passes"``; here ``shared.hires_fix_refiner_pass``) keeps
+    the switch out of the other pass (reForge lines 208-218). Not reproduced: extra networks,
+    ``setup_conds``, ``sampling_cleanup``.
     """
     p, shared = cfg_denoiser.p, cfg_denoiser.shared
     completed_ratio = cfg_denoiser.step / cfg_denoiser.total_steps
@@ -448,6 +451,12 @@ def apply_refiner(cfg_denoiser) -> bool:
         return False
     if refiner is None or shared.sd_model is refiner:
         return False
+    if getattr(p, "enable_hr", False):
+        which = getattr(shared, "hires_fix_refiner_pass", "second pass")
+        if (which == "first pass" and p.is_hr_pass) or (which == "second pass" and not p.is_hr_pass):
+            return False
+        if which != "second pass":
+            p.extra_generation_params["Hires refiner"] = which
     p.extra_generation_params["Refiner"] = getattr(refiner, "short_title", "refiner")
     p.extra_generation_params["Refiner switch at"] = p.refiner_switch_at
     shared.sd_model = refiner

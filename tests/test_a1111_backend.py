@@ -299,3 +299,27 @@ def test_a1111_before_1_10_attaches_the_first_pass_at_its_first_denoiser_call(ba
     assert denoiser.sloth_pass is not None and denoiser.sloth_pass.patch.rewritten
     assert "first denoiser call" in p.extra_generation_params.get("Sloth notes", "")
     assert not torch.allclose(out[0], plain[0], atol=1e-4) and not torch.allclose(out[1], plain[1], atol=1e-4)
+
+
+def test_a_method_that_changes_no_layer_says_so_and_why_in_the_notes(backend, sdxl):
+    # SDXL at 256 x 256: its shallowest attention level is 16 x 16, inside one tile of 32
+    _, p = generate({"tile.enabled": True}, size=256)
+    notes = p.extra_generation_params.get("Sloth notes", "")
+    assert ("Near-sighted Tile is on but changed no layer of this 32x32 latent: every tiled level fits in one tile "
+            "(largest 16x16, tile size 32)") in notes
+    assert not backend.passes[-1].sloth_pass.patch.rewritten  # a run-time fact, not a guess
+    _, p = generate({"tile.enabled": True, "tile.tile_size": 16}, size=384)  # 24 x 24: 2 x 2 tiles
+    assert backend.passes[-1].sloth_pass.patch.rewritten
+    assert "changed no layer" not in p.extra_generation_params.get("Sloth notes", "")
+
+
+def test_slothful_whose_strength_never_exceeds_1_after_decay_says_so(backend):
+    far_peak = {"slothful.enabled": True, "slothful.peak_time": 0.5, "slothful.time_decay": 4.0,
+                "slothful.input.slothful": 50.0, "slothful.output.slothful": 50.0}
+    _, p = generate(far_peak, steps=2)  # progress 0 and 1: 50 * exp(-4) = 0.92 at both steps
+    notes = p.extra_generation_params.get("Sloth notes", "")
+    assert "Slothful Attention is on but changed no layer of this 32x32 latent: its strength after time and depth " \
+           "decay stayed at or below 1 (at most 0.916)" in notes
+    assert not backend.passes[-1].sloth_pass.patch.rewritten
+    _, p = generate(far_peak, steps=3)  # progress 0.5 is the peak
+    assert backend.passes[-1].sloth_pass.patch.rewritten and "changed no layer" not in str(p.extra_generation_params)

@@ -124,6 +124,20 @@ def test_step_runs_from_first_to_last_step_once(backend, monkeypatch, sampler): 
         assert sorted(set(steps)) == list(range(20))
 
 
+@pytest.mark.parametrize("sampler, steps", [("Restart", 20), ("Restart", 36), ("Restart", 12), ("Heun", 6)])
+def test_both_denoiser_calls_of_a_second_order_step_see_that_step(backend, monkeypatch, sampler, steps):  # noqa: F811
+    """A1111 1.10.1 `modules/sd_samplers_extra.py` `restart_sampler`: steps = len(sigmas) - 1; from 20
+    steps the main schedule is re-spaced over steps - restart_steps x restart_times Karras steps and
+    restart_times restart segments of restart_steps Heun steps follow the main step nearest sigma 0.1
+    (9 x 1; from 36 steps steps // 4 x 2): `steps` callbacks in all, as many as announced. Its
+    `heun_step` calls the model, then the callback, then the model again for the correction unless
+    new_sigma is 0 (the last step): 2 x steps - 1 denoiser calls. k-diffusion's `sample_heun` (the
+    WebUI's Heun) calls in the same order. The correction belongs to the step it corrects."""
+    seen = clock_readings(monkeypatch, sampler, steps)
+    assert {t for _, t, _ in seen} == {steps}
+    assert [s for s, _, _ in seen] == [i for i in range(steps) for _ in (0, 1)][:-1]  # 0 0 1 1 ... last once
+
+
 @pytest.mark.parametrize("sampler", ["DPM fast", "DPM adaptive"])
 def test_samplers_without_a_step_list_are_timed_by_their_noise_level(backend, monkeypatch, sampler):  # noqa: F811
     """k-diffusion `sample_dpm_fast(model, x, sigma_min, sigma_max, n)` makes n // 3 + 1 callbacks
@@ -647,3 +661,37 @@ def test_an_error_after_the_refiner_switch_leaves_neither_unet_patched(backend, 
         unet = model.model.diffusion_model
         assert not any(m._forward_pre_hooks for m in unet.modules())  # incl. the block hooks
         assert not any("forward" in m.__dict__ for m in unet.modules() if isinstance(m, CrossAttention))
+
+
+def test_a_refiner_switch_inside_a_hires_only_second_pass_is_followed(backend, refiner):  # noqa: F811
+    """Hires fix with the refiner in the second pass only (option `hires_fix_refiner_pass`, default
+    "second pass"): sd_samplers_common.py `apply_refiner` returns False throughout the first pass and
+    switches in the middle of the hires pass, whose pass object must follow it (retarget)."""
+    from ldm.modules.attention import CrossAttention
+    from modules import sd_models
+
+    base, refiner_model = refiner
+    class_forward = CrossAttention.__dict__["forward"]
+    layer = next(m for m in refiner_model.model.diffusion_model.modules() if isinstance(m, CrossAttention))
+    sloth_installed = []
+    hook = layer.register_forward_pre_hook(
+        lambda m, args: sloth_installed.append(CrossAttention.__dict__["forward"] is not class_forward))
+    try:
+        out, p = generate({"slothful.enabled": True, "slothful.keep_middle": False}, steps=4, size=64,
+                          enable_hr=True, hr_scale=2.0, hr_second_pass_steps=6, denoising_strength=0.5,
+                          hr_upscaler="Latent")
+    finally:
+        hook.remove()
+    first, hires = backend.passes[-2].sloth_pass, backend.passes[-1].sloth_pass
+    assert p.extra_generation_params.get("Refiner") == "refiner" and "Hires refiner" not in p.extra_generation_params
+    assert first.patch.unet is base.model.diffusion_model  # the first pass never saw the refiner
+    assert hires.patch.unet is refiner_model.model.diffusion_model
+    assert sloth_installed and all(sloth_installed)  # every refiner call of the hires pass went through Sloth
+    assert hires.clock.total == 6 and hires.clock.step == 6  # one clock over the whole hires pass
+    assert "Refiner: its UNet was patched too" in p.extra_generation_params.get("Sloth notes", "")
+    assert CrossAttention.__dict__["forward"] is class_forward is sd_models.OPTIMISED_FORWARD
+    for model in (base, refiner_model):
+        unet = model.model.diffusion_model
+        assert not any(m._forward_pre_hooks for m in unet.modules())
+        assert not any("forward" in m.__dict__ for m in unet.modules() if isinstance(m, CrossAttention))
+    assert torch.isfinite(out).all()

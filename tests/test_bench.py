@@ -300,3 +300,43 @@ def test_guidance_cases_make_the_documented_model_calls_and_undo_everything(unet
                     "cfg step + SAG, step outside its 0-0.5 window": [2], "cfg step (repeat)": [2]}
     results = bench.run([256], 1, cases, CPU, torch.float32, log=quiet, unet=unet)
     assert set(bench.summary(results)["noise"]) == {"256 cfg step"}
+
+
+def test_the_diffusers_substrate_runs_the_same_cases_and_puts_everything_back():
+    pytest.importorskip("diffusers")
+    import diffusers_unets as du
+
+    from lib_sloth.diffusers import bench_cases as diffusers_cases
+
+    unet = du.unet(du.sd15_config(cross_attention_dim=768))
+    before = dict(unet.attn_processors)
+    cases = diffusers_cases.default_cases()
+    assert [c.name for c in cases] == [c.name for c in bench.default_cases()]
+    results = bench.run([256], 1, cases, CPU, torch.float32, log=quiet, unet=unet, substrate="diffusers")
+    results += bench.run([256], 1, diffusers_cases.sag_cases(), CPU, torch.float32, log=quiet, unet=unet,
+                         substrate="diffusers")
+    assert dict(unet.attn_processors) == before  # the ceiling, every method and SAG are undone
+    assert not any(type(m).__name__ == "ToMeBlock" for m in unet.modules())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in unet.modules())
+    by_name = {r["name"]: r for r in results}
+    assert by_name["ceiling (attn1 free)"]["share_of_ceiling"] == 1.0 and by_name["unpatched"]["ratio_vs_baseline"] == 1.0
+    assert all(r["median_s"] > 0 and "attn1_s" not in r for r in results)
+    assert by_name["cfg step + SAG"]["median_s"] > by_name["cfg step"]["median_s"]  # one more UNet call
+    assert bench.sag_map_mb(unet, 1024, diffusers_cases.find_self_attention) == bench.sag_map_mb(
+        sd15_unet(model_channels=32), 1024)  # same heads and tokens as the ldm twin
+
+
+def test_the_free_processor_zeroes_self_attention_only(unet):
+    pytest.importorskip("diffusers")
+    import diffusers_unets as du
+
+    from lib_sloth.diffusers import bench_cases as diffusers_cases
+
+    model = du.unet(du.sd15_config())
+    attn1 = model.down_blocks[0].attentions[0].transformer_blocks[0].attn1
+    attn2 = model.down_blocks[0].attentions[0].transformer_blocks[0].attn2
+    x = torch.randn(1, 64, 32)
+    with torch.no_grad(), diffusers_cases.free_self_attention(model):
+        assert torch.equal(attn1(x), torch.zeros_like(x))
+        assert attn2(x, encoder_hidden_states=torch.randn(1, 8, du.CONTEXT)).abs().max() > 0
+    assert type(attn1.processor).__name__ == "AttnProcessor2_0"

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from lib_sloth.maps import MapRecorder
 from lib_sloth.tiling import offset_rng, tile_grid, with_offsets
@@ -122,6 +122,23 @@ def test_budget_chart_has_one_legend_entry_per_level_and_a_fixed_size(recorded):
     w, h = draw_maps.CHART_SIZE
     assert chart.size == (48 + w + 16 + draw_maps.LEGEND_W, 12 + h + 30 + draw_maps.HEADER)
     assert "hires pass" in maps[0].caption and "Slothful" in maps[0].caption
+
+
+@pytest.mark.parametrize("steps", [4, 2, 1, 7])
+def test_budget_chart_axis_name_is_left_of_its_step_ticks_never_among_them(sd15, monkeypatch, steps):
+    # seen in the real WebUIs: a 4-step job's axis read "1, 2, step, 4"
+    recorder = MapRecorder(S("slothful"), seed=7)
+    run(sd15, S("slothful"), recorder, steps=steps, batch=1)
+    drawn = []
+    text = ImageDraw.ImageDraw.text
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", lambda self, xy, t, *a, **k: (
+        drawn.append((xy, t, k.get("font"))), text(self, xy, t, *a, **k))[1])
+    draw_maps.budget_chart(recorder, "x")
+    axis_y = 12 + draw_maps.CHART_SIZE[1] + 8
+    row = sorted((xy[0] + font.getbbox(t)[0], xy[0] + font.getbbox(t)[2], t) for xy, t, font in drawn if xy[1] == axis_y)
+    ticks = sorted({0, steps - 1, (steps - 1) // 2})
+    assert [t for _, _, t in row] == ["step"] + [str(s + 1) for s in ticks]
+    assert all(row[i][1] < row[i + 1][0] for i in range(len(row) - 1))  # left to right, no overlap
 
 
 def test_render_order_and_nothing_for_an_empty_recorder(recorded):

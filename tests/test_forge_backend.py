@@ -473,3 +473,28 @@ def test_a_guidance_method_registered_in_one_module_makes_its_extra_call(patcher
         assert torch.isfinite(out).all() and not torch.allclose(out, baseline("sd15"), atol=1e-4)
         off, _ = run_pass(make_p("sd15", patchers["sd15"]), settings_from_dict({"echo.enabled": True, "echo.scale": 0}))
     assert torch.equal(off, baseline("sd15"))  # scale 0: no guidance object, bit-identical
+
+
+def test_reforges_force_upcast_flag_makes_the_rewritten_attention_fp32(monkeypatch):
+    """reForge reads --force-upcast-attention once, at import: ldm_patched/ldm/modules/attention.py line 54,
+    FORCE_UPCAST_ATTENTION_DTYPE = model_management.force_upcast_attention_dtype(), which is
+    {torch.float16: torch.float32} with the flag (ldm_patched/modules/model_management.py line 1145)
+    and None without it (old Forge and the harness's ComfyUI have no such constant)."""
+    import importlib
+    import sys as _sys
+
+    import lib_sloth.slothful as slothful_module
+
+    seen = []
+    attend = slothful_module.attend
+    monkeypatch.setattr(slothful_module, "attend", lambda q, k, v, heads, upcast: (seen.append(upcast),
+                                                                                  attend(q, k, v, heads, upcast))[1])
+    patcher = fh.build_patcher("sd15", seed=0)
+    run_pass(make_p("sd15", patcher), S("slothful"))
+    assert seen and not any(seen)  # no flag: the layers' own attn_precision (None here)
+    seen.clear()
+    attention = importlib.import_module("ldm_patched.ldm.modules.attention")  # what reForge has imported
+    assert _sys.modules["ldm_patched.ldm.modules.attention"] is attention
+    monkeypatch.setattr(attention, "FORCE_UPCAST_ATTENTION_DTYPE", {torch.float16: torch.float32}, raising=False)
+    run_pass(make_p("sd15", patcher), S("slothful"))
+    assert seen and all(seen)

@@ -177,3 +177,42 @@ def test_an_exception_after_the_switch_leaves_neither_unet_patched(patchers):
         unet = patcher.model.diffusion_model
         assert not any(m._forward_pre_hooks for m in unet.modules())  # incl. the block hooks
         assert not any("forward" in m.__dict__ for m in unet.modules())
+
+
+def test_a_refiner_switch_inside_a_hires_only_second_pass_is_followed(patchers):
+    """Hires fix with the refiner in the second pass only (reForge ``modules/sd_samplers_common.py``
+    ``apply_refiner`` lines 208-218, option ``hires_fix_refiner_pass`` = "second pass", the default):
+    the first pass never switches; the hires pass, attached to the base model by its own script hook,
+    switches at its step 2 and its Sloth must follow the refiner there."""
+    base_patcher, refiner_patcher = patchers
+    refiner_layers = set(refiner_patcher.model.diffusion_model.modules())
+    base = attach_forge_objects(SimpleNamespace(), base_patcher)
+    refiner = attach_forge_objects(SimpleNamespace(short_title="refiner"), refiner_patcher)
+    shared = SimpleNamespace(sd_model=base)
+    cond, uncond = fh.make_text_conds("sd15", batch=1, seed=1)
+    p = SimpleNamespace(sd_model=base, steps=STEPS, cfg_scale=5.0, all_seeds=[SEED], seeds=[SEED],
+                        extra_generation_params={}, cond=cond, uncond=uncond, enable_hr=True, is_hr_pass=False,
+                        refiner_checkpoint_info=refiner, refiner_switch_at=0.5)
+    seen = []
+    passes = []
+    for is_hr_pass in (False, True):  # processing.py: the first pass, then sample_hr_pass
+        p.is_hr_pass = is_hr_pass
+        p.sampler = Sampler(p, shared)
+        base.forge_objects = base.forge_objects_after_applying_lora.shallow_copy()
+        notes = ForgeBackend().attach(p, settings_from_dict(SLOTHFUL), SEED).notes
+        sloth = p.sd_model.forge_objects.unet.model_options["model_function_wrapper"].sloth_pass
+        sloth.patch.interceptors.append(
+            lambda module, info, x, call, hr=is_hr_pass: seen.append(
+                (hr, call.step, "refiner" if module in refiner_layers else "base")) if info.index == 0 else None)
+        passes.append((sloth, notes))
+        x = fh.initial_latent(base.forge_objects.unet, size=SIZE, sigma=1.0, seed=2)
+        out = p.sampler.sample(x)
+        assert (shared.sd_model is refiner) == is_hr_pass  # no switch in the first pass
+    assert sorted(set(seen)) == [(False, 0, "base"), (False, 1, "base"), (False, 2, "base"), (False, 3, "base"),
+                                 (True, 0, "base"), (True, 1, "base"), (True, 2, "refiner"), (True, 3, "refiner")]
+    (first, first_notes), (hires, hires_notes) = passes
+    assert not any("Refiner" in n for n in first_notes)
+    assert any("Refiner: its UNet was patched too" in n for n in hires_notes)
+    assert shared.sd_model.forge_objects.unet.model_options["model_function_wrapper"].sloth_pass is hires
+    assert p.extra_generation_params["Refiner"] == "refiner" and "Hires refiner" not in p.extra_generation_params
+    assert torch.isfinite(out).all()

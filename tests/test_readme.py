@@ -60,3 +60,45 @@ def test_the_map_diagrams_are_the_ones_the_command_draws(tmp_path):
         committed = Image.open(os.path.join(ROOT, "docs", "maps", name)).convert("RGB")
         fresh = Image.open(tmp_path / name).convert("RGB")
         assert committed.size == fresh.size and ImageChops.difference(committed, fresh).getbbox() is None, name
+
+
+def test_the_diffusers_example_runs_as_written(tmp_path):
+    """The README's diffusers block, verbatim, on a tiny random pipeline (tokenizer, text encoder,
+    UNet and VAE) built here: it makes an image, the info text and the maps."""
+    import pytest
+
+    pytest.importorskip("diffusers")
+    import diffusers_unets as du
+    from PIL import Image
+
+    block = README.split("## diffusers", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(block.strip().splitlines()) <= 10
+    pipe = du.sd_pipeline(vae=True, text_folder=str(tmp_path))
+    before = dict(pipe.unet.attn_processors)
+    namespace = {"pipe": pipe}
+    exec(compile(block, "README.md (diffusers)", "exec"), namespace)
+    image, run, maps = namespace["image"], namespace["run"], namespace["maps"]
+    assert isinstance(image, Image.Image) and image.info["parameters"].startswith("Sloth: v1")
+    assert "Sloth NSA:" in image.info["parameters"] and "Sloth SAG:" in image.info["parameters"]
+    assert run.rewritten and len(maps) >= 2 and all(isinstance(m, Image.Image) for m in maps)
+    assert dict(pipe.unet.attn_processors) == before
+
+
+def test_every_row_of_the_differences_table_names_labels_that_differences_py_prints():
+    """The reproduce column names lines of tests/tools/differences.py: literal labels, or an f-string's
+    fixed part followed by the varying word (`SAG 9 taps sigma …`, `… 1D_AVG` after a full label)."""
+    import re
+
+    table = README.split("## Differences from the original nodes", 1)[1].split("\n## ", 1)[0]
+    tool = open(os.path.join(ROOT, "tests", "tools", "differences.py"), encoding="utf8").read()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line.count("|") == 5][2:]
+    assert any("`NSA seams`" in r for r in rows) and any("`NSA global edges 2D_AVG`" in r for r in rows)
+    for row in rows:
+        previous = ""
+        for label in re.findall(r"`([^`]+)`", row.rsplit("|", 2)[1]):
+            if label.startswith("… "):
+                label = previous.rsplit(" ", 1)[0] + " " + label[2:]
+            fixed = label.rstrip(" …").rsplit(" ", 1)[0] + " {" if label.endswith("…") or " " in label else None
+            literal = any(f"{q}{label}{q}" in tool for q in "'\"")
+            assert literal or (fixed and f'f"{fixed}' in tool) or f'"{label.rstrip(" …")}' in tool, label
+            previous = label

@@ -58,14 +58,16 @@ def test_corrupt_file_is_reported_and_ignored(path, content):
     with open(path, "w", encoding="latin-1") as f:
         f.write(content)
     presets, message = user_presets.load(path)
-    assert presets == {} and "could not read user presets" in message and path in message
+    assert presets == {} and "could not read user presets" in message and "user_presets.json" in message
+    assert os.path.dirname(path) not in message  # the accordion shows it to every browser user
 
 
 def test_saving_over_a_corrupt_file_keeps_the_old_one_aside(path):
     with open(path, "w", encoding="utf-8") as f:
         f.write("{oops")
     presets, message = user_presets.save(path, "fresh", preset("speed"))
-    assert presets == {"fresh": preset("speed")} and path + ".corrupt" in message
+    assert presets == {"fresh": preset("speed")} and "user_presets.json.corrupt" in message
+    assert os.path.dirname(path) not in message
     assert open(path + ".corrupt", encoding="utf-8").read() == "{oops"
     assert user_presets.load(path) == ({"fresh": preset("speed")}, "")
 
@@ -78,3 +80,12 @@ def test_a_preset_that_no_longer_validates_is_skipped_with_its_name(path):
     presets, message = user_presets.load(path)
     assert presets == {"good": preset("speed")}
     assert "'old'" in message and "slothful.stride" in message and "'odd'" in message
+
+
+def test_messages_name_the_file_relative_to_the_extension_folder_never_by_its_absolute_path(tmp_path):
+    assert user_presets.shown(os.path.join(user_presets.EXTENSION_ROOT, "user_presets.json")) == "user_presets.json"
+    assert user_presets.shown(os.path.join(user_presets.EXTENSION_ROOT, "a", "p.json")) == os.path.join("a", "p.json")
+    assert user_presets.shown(str(tmp_path / "user_presets.json")) == "user_presets.json"
+    unwritable = str(tmp_path / "no such folder" / "user_presets.json")  # an OSError's text names the file
+    _, message = user_presets.save(unwritable, "mine", preset("speed"))
+    assert "could not write user presets to user_presets.json" in message and str(tmp_path) not in message

@@ -120,6 +120,20 @@ def test_an_unknown_name_lists_the_few_closest_names():
     assert len(str(err.value)) < 120
 
 
+def test_a_name_closest_to_a_block_suggests_the_leaves_that_take_the_value_given_first():
+    # seen in the real WebUIs: `slothfull.input` with a number suggested mode, v_blend, k_blend
+    with pytest.raises(SettingsError) as err:
+        settings_from_dict({"slothfull.input": 6})
+    assert "did you mean slothful.input.slothful," in str(err.value)
+    with pytest.raises(SettingsError) as err:
+        settings_from_dict({"slothfull.input": "1d_max"})
+    assert "did you mean slothful.input.mode," in str(err.value)
+    with pytest.raises(SettingsError) as err:
+        settings_from_dict({"nearsighted.output": 0.5})  # 0.5 fits the blends, not the strength's lead
+    assert "did you mean nearsighted.output.slothful, nearsighted.output.depth_decay, " \
+           "nearsighted.output.k_blend?" in str(err.value)
+
+
 def test_choices_accept_their_text_in_any_case_and_numbers_for_numeric_choices():
     s = settings_from_dict({"slothful.input.mode": "2d_max", "agentsd.max_downsample": "4"})
     assert s.slothful.input.mode == "2D_MAX" and s.agentsd.max_downsample == 4

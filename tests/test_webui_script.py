@@ -276,6 +276,14 @@ def test_api_bad_name_or_value_is_named_and_nothing_is_patched(webui, capsys, ba
     assert "Sloth" not in params_of(processed)
 
 
+def test_an_error_that_ends_in_a_question_gets_no_second_punctuation(webui):
+    error = params_of(run_api([{"slothfull.input": 6}]))[infotext.ERROR_KEY]
+    assert error.startswith("'slothfull.input' is not a setting; did you mean slothful.input.slothful, ")
+    assert error.endswith("? Nothing was patched for this job.") and "?." not in error
+    error = params_of(run_api([{"slothful.input.slothful": 99}]))[infotext.ERROR_KEY]
+    assert error == "slothful.input.slothful=99 is out of range: allowed [0.0, 50.0]. Nothing was patched for this job."
+
+
 @pytest.mark.parametrize("bad, field", [
     ({"tile.enabled": True, "tile.tile_size": "nan"}, "tile.tile_size"),  # seen in the real A1111 1.10.1
     ({"tile.enabled": True, "tile.tile_size": float("inf")}, "tile.tile_size"),

@@ -208,6 +208,9 @@ def test_a_corrupt_presets_file_is_shown_and_ignored(presets_path):
         f.write("{broken")
     _, b = build(presets_path, accordion_cls=None)
     assert "could not read user presets" in b.extras["status"].value
+    # every browser user sees the status: the file is named, the server's folders are not
+    assert os.path.basename(presets_path) in b.extras["status"].value
+    assert os.path.dirname(os.path.abspath(presets_path)) not in b.extras["status"].value
     assert choice_values(b.components["preset"]) == list(PRESETS)
 
 
@@ -296,3 +299,27 @@ def test_building_the_accordion_warns_nothing(presets_path):
     # gradio 4.40's own app setup calls fastapi's deprecated on_event: not ours
     ours = [str(w.message) for w in caught if "on_event is deprecated" not in str(w.message)]
     assert ours == [], gr.__version__
+
+
+@pytest.mark.parametrize("name", ["speed", "agentsd", "background fix"])
+def test_paste_functions_give_plain_values_that_survive_forge_mains_api_cast(built, name):
+    """Forge main's API fills script args from a request's `infotext` (modules/api/api.py @ dfdcbab6,
+    apply_infotext, lines 404-407): it unwraps only gradio 3's ``generic_update`` and casts any other
+    value with ``type(control.value)(value)``, so a gradio 4 ``gr.update()`` would arrive as a dict (or
+    its str). Every Sloth setting's paste function returns None or a plain value that survives the cast."""
+    from lib_sloth import values as value_parser
+
+    _, b = built
+    line = ", ".join(f"{k}: {infotext_utils.quote(v)}" for k, v in infotext.to_params(preset(name)).items())
+    specs = {s.path: s for s in SPECS}
+    for params in (infotext_utils.parse_generation_parameters(f"a\nSteps: 2, {line}"), {}):
+        for control, key in b.infotext_fields[:-1]:  # the last one is the preset dropdown's clear
+            got = key(params)
+            assert got is None or type(got) in (bool, int, float, str), (key.path, got)
+            if got is None or control.value is None:
+                continue
+            cast = type(control.value)(got)
+            if key.path in specs:
+                assert value_parser.parse(specs[key.path], cast) == value_parser.parse(specs[key.path], got)
+            else:
+                assert cast == got

@@ -9,9 +9,15 @@ txt2img, t_enc + 1 for img2img and the hires pass). The clock wraps both on the 
 Two ways to tell the step, chosen by that schedule:
 
 - `sigmas` (every list-schedule k-diffusion sampler, and A1111's Restart): the callback fires
-  once per step of that list (Restart's restart segments replace main steps one for one), so
-  counting callbacks is exact; second-order samplers call the denoiser twice per step but the
-  callback once, so both calls see the same step.
+  once per step of that list, so counting callbacks is exact. Restart (`modules/sd_samplers_extra.py`
+  `restart_sampler`) walks a main Karras schedule of steps - restart_steps x restart_times steps plus
+  the restart segments (restart_steps each): `steps` Heun steps and callbacks in all, whenever it
+  restarts (20+ steps, a pass that starts above sigma 0.1). Second-order samplers (the sampler's
+  `config.options["second_order"]`: Heun, Restart, DPM2, DPM++ 2S a, DPM++ SDE) call the denoiser
+  once, then the callback, then once more for the correction (k_diffusion/sampling.py
+  `sample_heun`; Restart's `heun_step`): the first call after a callback still belongs to the step
+  that callback closed, so both calls of a step see the same step. (On Forge the clock is read per
+  UNet call: a denoiser call split into several UNet calls gives only the first of them the held step.)
 - anything else -- integer `timesteps` (DDIM, DDIM CFG++, PLMS, UniPC: they call the model
   len(timesteps) - 1 or len(timesteps) times, not the announced count), `sigma_min`/`sigma_max`
   (DPM fast: about n/3 callbacks; DPM adaptive: as many as its error control takes): the step is
@@ -35,6 +41,7 @@ class StepClock:
         self._log = True  # sigma schedules are measured in log sigma, timesteps linearly
         self._reached = 0
         self._noise_mode = False
+        self._hold = False  # a second-order step's correction call is still to come: it keeps that step
         self._wrap_callback(sampler)
         self._wrap_func(sampler)
 
@@ -46,6 +53,7 @@ class StepClock:
 
         def callback_state(d):
             self.step = int(d.get("i", self.step)) + 1
+            self._hold = _second_order(self.sampler)
             return original(d)
 
         callback_state.sloth_original = original
@@ -67,7 +75,7 @@ class StepClock:
 
     def _learn_schedule(self, kwargs) -> None:
         """Start of a pass: what schedule was the sampler given?"""
-        self.step, self._reached, self._range = 0, 0, None
+        self.step, self._reached, self._range, self._hold = 0, 0, None, False
         sigmas, timesteps, sigma_min = kwargs.get("sigmas"), kwargs.get("timesteps"), kwargs.get("sigma_min")
         self._noise_mode = sigmas is None and (timesteps is not None or sigma_min is not None)
         if timesteps is not None:
@@ -95,7 +103,8 @@ class StepClock:
         if self._noise_mode and sigma is not None:
             step = self._step_from_noise(sigma, total)
         else:
-            step = self.step
+            step = self.step - 1 if self._hold else self.step
+        self._hold = False
         self._reached = max(self._reached, min(step, total - 1))
         return self._reached, total
 
@@ -110,6 +119,12 @@ class StepClock:
             return self.step
         covered = min(max((first - level) / (first - last), 0.0), 1.0)
         return int(math.floor(covered * (total - 1) + 0.5))
+
+
+def _second_order(sampler) -> bool:
+    """Whether the WebUI marks this sampler second order (SamplerData options, A1111 and Forge)."""
+    options = getattr(getattr(sampler, "config", None), "options", None)
+    return bool(options.get("second_order", False)) if isinstance(options, dict) else False
 
 
 def _flat(values):

@@ -95,6 +95,7 @@ class Substrate:
 
     name: str  # for error messages: "Forge (ldm_patched)", "Forge (backend)"
     x0_for: X0For  # a guidance's extra UNet call with one conditioning only
+    upcast_for: Optional[Callable] = None  # SlothPatch.upcast_for: the WebUI's own precision choice per layer
 
 
 def attach_clone(p, settings, seed: int, substrate: Substrate, notes: Sequence[str] = ()) -> "ComfyPass":
@@ -164,7 +165,8 @@ class ComfyPass:
     def __init__(self, unet, settings, seed: int, clock: StepClock, substrate: "Substrate", recorder=None):
         self.substrate = substrate
         self.clock = clock
-        self.patch = SlothPatch(unet.model.diffusion_model, settings, seed, recorder=recorder)
+        self.patch = SlothPatch(unet.model.diffusion_model, settings, seed, recorder=recorder,
+                                upcast_for=substrate.upcast_for)
         self.guidances = self.patch.guidances  # lib_sloth.guidance objects of this pass
         self.notes = self.patch.notes  # grows while sampling
         self.unet_calls = 0  # UNet calls seen (tests, info)

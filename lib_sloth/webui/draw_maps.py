@@ -228,7 +228,7 @@ def budget_chart(recorder: MapRecorder, label: str) -> MapImage:
     for s in sorted({0, total - 1, (total - 1) // 2}):
         x, _ = px(s, 0)
         draw.text((x - 6, margin_t + plot_h + 8), str(s + 1), fill=TEXT, font=font)
-    draw.text((margin_l + plot_w * 0.75, margin_t + plot_h + 8), "step", fill=TEXT, font=font)
+    draw.text((4, margin_t + plot_h + 8), "step", fill=TEXT, font=font)  # left of every tick, never among them
 
     legend_y = margin_t
     levels = recorder.levels()

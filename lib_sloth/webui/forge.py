@@ -9,7 +9,10 @@ to this line is only a guidance's extra UNet call: reForge has ComfyUI's newer
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import List
+
+import torch
 
 from .backend import Backend
 from .comfy_pass import Substrate, attach_clone
@@ -31,4 +34,22 @@ def _x0_for(model, conds, x_in, sigma, model_options):
     return samplers.calc_cond_uncond_batch(model, conds, None, x_in, sigma, model_options)[0]
 
 
-LDM_PATCHED = Substrate(name="Forge (ldm_patched)", x0_for=_x0_for)
+def _upcast_for(module) -> bool:
+    """Whether Sloth's rewritten attention of this attn1 layer runs in fp32 (SlothPatch.upcast_for).
+
+    reForge's global flag first: ``--force-upcast-attention`` (and macOS 14.5+) sets
+    ``FORCE_UPCAST_ATTENTION_DTYPE = {torch.float16: torch.float32}`` once, at import of
+    ``ldm_patched/ldm/modules/attention.py`` (line 54, from ``model_management.force_upcast_attention_dtype``,
+    ``ldm_patched/modules/model_management.py`` line 1145). Old Forge (tag ``previous``) has no such
+    constant. Otherwise the layer's own ``attn_precision`` (fp32 for the models that need it).
+    reForge's own ``get_attn_precision`` (attention.py lines 56-58) returns None when the flag is set (it
+    tests ``force_upcast_attention`` where ComfyUI tests ``dont_upcast_attention``), so reForge's own
+    split / sub-quadratic attention does not upcast then; Sloth follows the flag's stated meaning.
+    """
+    forced = getattr(sys.modules.get("ldm_patched.ldm.modules.attention"), "FORCE_UPCAST_ATTENTION_DTYPE", None)
+    if forced and forced.get(torch.float16) is torch.float32:
+        return True
+    return getattr(module, "attn_precision", None) is torch.float32
+
+
+LDM_PATCHED = Substrate(name="Forge (ldm_patched)", x0_for=_x0_for, upcast_for=_upcast_for)

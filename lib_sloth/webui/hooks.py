@@ -58,7 +58,8 @@ def write_params(p, entries: dict) -> None:
 
 def report_error(p, err: Exception) -> None:
     """Say plainly what was wrong, in the console, the info text and the UI's comments."""
-    message = f"{err}. Nothing was patched for this job."
+    text = str(err)
+    message = f"{text}{'' if text.endswith(('.', '?', '!')) else '.'} Nothing was patched for this job."
     print(f"[Sloth] Error: {message}", file=sys.stderr)
     write_params(p, {infotext.ERROR_KEY: message})
     if isinstance(getattr(p, "comments", None), dict):

@@ -147,7 +147,8 @@ def _load_user_presets(presets_path):
     try:
         return user_presets.load(presets_path)
     except Exception as err:  # load reports every known problem itself; this is the last line
-        return {}, f"Sloth: could not read user presets from {presets_path} ({type(err).__name__}); they are ignored."
+        return {}, (f"Sloth: could not read user presets from {user_presets.shown(presets_path)} "
+                    f"({type(err).__name__}); they are ignored.")
 
 
 def _clear_preset(params):

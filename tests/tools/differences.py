@@ -15,6 +15,7 @@ No WebUI or gradio import: torch, the ldm package, tomesd and lib_sloth only.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -28,8 +29,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(HERE)
 sys.path[:0] = [os.path.dirname(TESTS), TESTS]
 
+import lib_sloth.geometry as geometry  # noqa: E402
 import lib_sloth.nearsighted as nearsighted  # noqa: E402
-import lib_sloth.patch as patch_module  # noqa: E402
+import lib_sloth.schedule as schedule  # noqa: E402
+import lib_sloth.methods as methods_module  # noqa: E402
 import lib_sloth.sag_mask as sag_mask  # noqa: E402
 import lib_sloth.slothful as slothful  # noqa: E402
 from lib_sloth import SlothPatch, settings_from_dict  # noqa: E402
@@ -61,8 +64,8 @@ def swapped(module, name, value):
 @contextmanager
 def calls_seen_as(change):
     """Every layer call reaches the planners changed by `change(call)` (e.g. another level)."""
-    plan_layer = patch_module.plan_layer
-    with swapped(patch_module, "plan_layer", lambda s, call: plan_layer(s, change(call))):
+    plan_layer = methods_module.plan_layer
+    with swapped(methods_module, "plan_layer", lambda s, call: plan_layer(s, change(call))):
         yield
 
 
@@ -78,6 +81,24 @@ def forward(unet, x, t, c, data=None, step=4, total=10, seed=0):
         with SlothPatch(unet, settings_from_dict(data), seed=seed) as p:
             p.set_step(step, total)
             return unet(x, t, c)
+
+
+def constant_nsa(block, tile=24, ratio=0.5, **extra):
+    """Near-sighted Attention with the schedule off (one tile size and global ratio at every step),
+    `block` as both its input and output pooling."""
+    return {"nearsighted": {"enabled": True, "time_decay": 0.0, "base_tile_size": tile, "peak_tile_size": tile,
+                            "base_global_ratio": ratio, "peak_global_ratio": ratio, "input": block, "output": block,
+                            **extra}}
+
+
+def compare(label, unet, inputs, data, plain, *swaps):
+    """One row: ours against the same call with each (module, name, value) of `swaps` swapped in."""
+    ours = forward(unet, *inputs, data)
+    with contextlib.ExitStack() as stack:
+        for module, name, value in swaps:
+            stack.enter_context(swapped(module, name, value))
+        theirs = forward(unet, *inputs, data)
+    row(label, ours, theirs, plain)
 
 
 def constant(data_block):
@@ -203,13 +224,33 @@ def main():
     plain_big = forward(unet, big, tw, c)
     for label, block in (("2D_MAX", {"mode": "2D_MAX", "slothful": 6.0, "k_blend": 0.5, "v_blend": 0.5}),
                          ("1D_AVG", {"mode": "1D_AVG", "slothful": 6.0})):
-        s = {"nearsighted": {"enabled": True, "keep_middle": False, "time_decay": 0.0, "base_tile_size": 24,
-                             "peak_tile_size": 24, "base_global_ratio": 0.5, "peak_global_ratio": 0.5,
-                             "input": block, "output": block}}
-        ours = forward(unet, big, tw, c, s)
-        with swapped(nearsighted, "global_sources", strided_2d_pick):
-            before = forward(unet, big, tw, c, s)
-        row(f"NSA global (old) {label}", ours, before, plain_big)
+        compare(f"NSA global (old) {label}", unet, (big, tw, c), constant_nsa(block, keep_middle=False), plain_big,
+                (nearsighted, "global_sources", strided_2d_pick))
+
+    # ---- Near-sighted Attention: seams, padding, global edge windows, interpolation --------------
+    nsa = {"nearsighted": {"enabled": True, "time_decay": 0.0, "base_tile_size": 16, "peak_tile_size": 16}}
+    ours = forward(unet, x, t, c, nsa, step=6)  # step 6: offsets (2, 1) at level 0 (step 4 draws (0, 0))
+    with swapped(nearsighted, "with_offsets", no_offsets):
+        bottom_right = forward(unet, x, t, c, nsa, step=6)  # the newer node draws offsets, never uses them
+        with swapped(nearsighted, "nearsighted_attention", zero_padded_nsa):
+            node = forward(unet, x, t, c, nsa, step=6)
+    row("NSA seams", ours, bottom_right, plain)
+    row("NSA padding", bottom_right, node, plain)
+    row("NSA seams + padding", ours, node, plain)
+
+    # 56 x 56, tile 24 (3 x 3 tiles), strength 6, global 0.5: global window (11, 10), local (3, 2); the
+    # last picked row (55) has no whole window below it (1D: step 108, window 6, last pick 3132 of 3136)
+    x56 = torch.randn(2, 4, 56, 56, generator=torch.Generator().manual_seed(5))
+    plain56 = forward(unet, x56, tw, c)
+    for mode in ("2D_AVG", "2D_MAX", "1D_AVG"):
+        block = {"mode": mode, "slothful": 6.0, "k_blend": 0.5, "v_blend": 0.5}
+        compare(f"NSA global edges {mode}", unet, (x56, tw, c), constant_nsa(block), plain56,
+                (nearsighted, "global_sources", global_whole_windows_only))
+
+    for mode in ("2D_AVG", "1D_AVG"):
+        s = constant_nsa({"mode": mode, "slothful": 4.5}, base_global_ratio=0.2, peak_global_ratio=0.9)
+        compare(f"NSA lerp (old) {mode}", unet, (big, tw, c), s, plain_big,
+                (schedule, "lerp", lambda a, b, r: a + (b - a) * r), (geometry, "snap", lambda v, eps=0.0: v))
 
     # ---- AgentSD / ToMe metric --------------------------------------------------------------------
     x32, t32, c32 = unet_inputs(unet, 2, 32, 32)
@@ -303,6 +344,48 @@ def zero_padded_tiles(module, x, k_in, v_in, grid, global_stride, upcast):
     out = attend(q, k, v, module.heads, upcast)
     out = rearrange(out, "(b ty tx) (th tw) c -> b (ty th) (tx tw) c", ty=ty, tx=tx, th=th, tw=tw)
     return out[:, :h, :w].reshape(b, n, -1)
+
+
+def zero_padded_nsa(module, x, k_in, v_in, grid, global_stride, pool_block, pool_stride, upcast):
+    """Near-sighted Attention as the newer node runs it: the grid zero-padded at the bottom/right to
+    whole tiles, each padded th x tw tile pooled as a whole (padding cells among its queries, keys and
+    values), then the global sample of the unpadded image appended (as ours)."""
+    from einops import rearrange
+
+    from lib_sloth.attention import attend
+    b, n, c = x.shape
+    h, w, ty, tx, th, tw = grid.h, grid.w, grid.ty, grid.tx, grid.th, grid.tw
+    xg = F.pad(x.view(b, h, w, c), (0, 0, 0, tx * tw - w, 0, ty * th - h))
+    tiles = rearrange(xg, "b (ty th) (tx tw) c -> (b ty tx) (th tw) c", ty=ty, tx=tx)
+    pooling = slothful.pooling_for(pool_block, pool_stride, th, tw)
+    k_src, v_src = (tiles, tiles) if pooling is None else slothful.reduce_tokens(tiles, th, tw, pooling)
+    q, k, v = module.to_q(tiles), module.to_k(k_src), module.to_v(v_src)
+    if global_stride is not None:
+        gk_src, gv_src = nearsighted.global_sources(x, h, w, global_stride, pool_block, pool_stride)
+        k = torch.cat([k, module.to_k(gk_src).repeat_interleave(ty * tx, 0)], 1)
+        v = torch.cat([v, module.to_v(gv_src).repeat_interleave(ty * tx, 0)], 1)
+    out = attend(q, k, v, module.heads, upcast)
+    out = rearrange(out, "(b ty tx) (th tw) c -> b (ty th) (tx tw) c", ty=ty, tx=tx, th=th, tw=tw)
+    return out[:, :h, :w].reshape(b, n, -1)
+
+
+def global_whole_windows_only(x, h, w, global_stride, block, local_stride, _ours=nearsighted.global_sources):
+    """The newer node's global sample with a blend > 0: its pooling (no ceil_mode) keeps only the
+    windows of the local size that fit inside the image, and the pick is cropped to match."""
+    k_src, v_src = _ours(x, h, w, global_stride, block, local_stride)
+    if (block.k_blend == 0 and block.v_blend == 0) or local_stride <= 1:
+        return k_src, v_src
+    b, c = x.shape[0], x.shape[-1]
+    if block.mode.startswith("2D"):
+        (gy, gx), (ky, kx) = nearsighted.window_2d(global_stride, h, w), nearsighted.window_2d(local_stride, h, w)
+        all_y, all_x = -(-h // gy), -(-w // gx)
+        keep_y, keep_x = (h - ky) // gy + 1, (w - kx) // gx + 1
+        keep = lambda s_: s_.view(b, all_y, all_x, c)[:, :keep_y, :keep_x].reshape(b, -1, c)  # noqa: E731
+    else:
+        n = h * w
+        g, k = nearsighted.window_1d(global_stride, n), nearsighted.window_1d(local_stride, n)
+        keep = lambda s_: s_[:, :(n - k) // g + 1]  # noqa: E731
+    return keep(k_src), keep(v_src)
 
 
 def strided_2d_pick(x, h, w, global_stride, block, local_stride):
