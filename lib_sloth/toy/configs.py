@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from ..bench_cases import tomesd_case
 from ..layers import find_self_attention
 from ..presets import PRESETS, preset
 from ..settings import SlothSettings, settings_from_dict
@@ -51,23 +52,9 @@ def level0_attn1_ablated(unet):
 
 
 def tomesd_merging(ratio: float) -> Callable:
-    """tomesd 0.1.3's own patch at `ratio` (its defaults otherwise: level 0, 2 x 2 cells, random
-    destination from the global torch generator, which the table seeds per run)."""
-
-    @contextlib.contextmanager
-    def change(unet):
-        import tomesd
-
-        from ..bench_cases import _Holder
-
-        holder = _Holder(unet)
-        tomesd.apply_patch(holder, ratio=ratio)
-        try:
-            yield
-        finally:
-            tomesd.remove_patch(holder)
-
-    return change
+    """tomesd 0.1.3's own patch at `ratio` (the benchmark's case: its defaults otherwise, level 0,
+    2 x 2 cells, random destination from the global torch generator, which `seeded` seeds)."""
+    return tomesd_case(ratio).enter
 
 
 def validation() -> List[Config]:
