@@ -71,7 +71,7 @@ def _wrap(text: str, width: int) -> List[str]:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Grid and maps of every built-in preset on the toy model.")
     parser.add_argument("--out", default="sloth-demo")
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--smoke", action="store_true", help="one column, two steps")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("SLOTH_TORCH_THREADS", "2")))

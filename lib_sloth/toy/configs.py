@@ -17,7 +17,7 @@ from ..layers import find_self_attention
 from ..presets import PRESETS, preset
 from ..settings import SlothSettings, settings_from_dict
 
-STEPS = 12
+STEPS = 10
 CFG_SCALE = 4.0
 
 

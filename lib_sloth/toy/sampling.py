@@ -94,7 +94,9 @@ def sample(unet, cond: torch.Tensor, uncond: torch.Tensor, noise: torch.Tensor, 
     with torch.no_grad(), sdp_attention(), patch:
         for i in range(steps):
             patch.set_step(i, steps)
-            denoised = cfg_step(model, x, sigmas[i:i + 1], cond, uncond, cfg_scale, sag)
+            # pixels live in [-1, 1]: clip the guided x0 (DDPM's clip_denoised for pixel models), so an
+            # early step's over-shooting colour does not carry into the following steps
+            denoised = cfg_step(model, x, sigmas[i:i + 1], cond, uncond, cfg_scale, sag).clamp(-1, 1)
             x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
     if sag is not None:
         sag.close()

@@ -1,10 +1,12 @@
 """The quality table: every configuration of `configs.table()` sampled from the same prompts and
 noise, scored by the yardstick, deltas against plain with paired standard errors.
 
-    python -m lib_sloth.toy.table [--n 500] [--only NAME ...] [--cache PATH] [--markdown PATH] [--json PATH]
+    python -m lib_sloth.toy.table [--n 500] [--only NAME ...] [--shard I/K] [--cache PATH] [--merge PATH ...]
 
 Per-image scores of each finished configuration go to --cache (a torch file) as soon as it is
-done, so an interrupted run resumes where it stopped. Time per image is the wall clock of that
+done, so an interrupted run resumes where it stopped. --shard I/K runs every K-th configuration
+from the I-th, so K processes share the work; a last run with --merge over their caches writes
+the table (a shard without plain only fills its cache). Time per image is the wall clock of that
 configuration's sampling in this process (one torch thread unless SLOTH_TORCH_THREADS says
 otherwise), so rows of one run compare; rows of runs on other machines or loads do not.
 """
@@ -79,9 +81,11 @@ def markdown(rows: List[Dict], command: str) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="The toy model's quality table.")
     parser.add_argument("--n", type=int, default=500, help="samples per configuration (paired: same prompts, noise)")
-    parser.add_argument("--only", nargs="*", help="configuration names (plain is always run)")
+    parser.add_argument("--only", nargs="*", help="configuration names (plain is always kept)")
     parser.add_argument("--validation", action="store_true", help="only plain and the degradations")
-    parser.add_argument("--cache", default=os.path.join("docs", "toy", "quality-cache.pt"))
+    parser.add_argument("--shard", default="0/1", help="I/K: run configurations I, I+K, I+2K, ... (and plain)")
+    parser.add_argument("--cache", default="quality-cache.pt")
+    parser.add_argument("--merge", nargs="*", default=[], help="other shards' caches to read")
     parser.add_argument("--markdown", default=os.path.join("docs", "toy", "quality.md"))
     parser.add_argument("--json", default=os.path.join("docs", "toy", "quality.json"))
     args = parser.parse_args(argv)
@@ -96,10 +100,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     wanted = configs.validation() if args.validation else configs.table()
     if args.only:
         wanted = [c for c in wanted if c.name == "plain" or c.name in args.only]
+    shard, shards = (int(v) for v in args.shard.split("/"))
+    wanted = [c for i, c in enumerate(wanted) if i % shards == shard]
     cache = torch.load(args.cache) if os.path.exists(args.cache) else {}
     if cache.get("n") != args.n:
         cache = {"n": args.n, "results": {}}
     results = cache["results"]
+    for path in args.merge:
+        other = torch.load(path)
+        if other.get("n") == args.n:
+            results.update({k: v for k, v in other["results"].items() if k not in results})
     results.setdefault("real held-out scenes", {**real_row(judge, prompts), "group": "ceiling"})
     for config in wanted:
         if config.name not in results:
@@ -108,6 +118,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             torch.save(cache, args.cache)
             print(f"{config.name}: adherence {results[config.name]['correct'].double().mean():.3f} "
                   f"({time.time() - start:.0f}s)", flush=True)
+    if "plain" not in results:
+        print("no plain row in this cache: merge it with the shard that ran plain to write the table")
+        return 0
     order = ["real held-out scenes"] + [c.name for c in configs.table() if c.name in results]
     rows = summarise(results, ref, order)
     text_md = markdown(rows, command)
