@@ -80,7 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     columns = [(p, s) for p in prompts for s in seeds]
     unet, text = toy.load()
     names = list(PRESETS)  # "off" = plain
-    rows, times = [], []
+    rows = []
     start = time.perf_counter()
     for name in names:
         settings = preset(name)
@@ -88,7 +88,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         images, seconds = generate(unet, text, [p for p, _ in columns], [s for _, s in columns], steps=steps,
                                    cfg_scale=CFG_SCALE, settings=settings, chunk=len(columns), recorder=recorder)
         rows.append(images)
-        times.append(seconds)
         label = "plain" if name == "off" else name
         print(f"{label:16s} {seconds:.3f} s / image ({len(columns)} images, {steps} steps, CFG {CFG_SCALE})",
               flush=True)

@@ -80,12 +80,10 @@ def frechet(features: torch.Tensor, ref: Reference) -> float:
 
 @dataclass(frozen=True)
 class Delta:
+    """A paired difference (config - baseline) and its standard error."""
+
     value: float
     se: float
-
-    @property
-    def z(self) -> float:
-        return self.value / self.se if self.se > 0 else float("inf") * (1 if self.value else 0)
 
 
 def paired(per_image: torch.Tensor, baseline: torch.Tensor) -> Delta:
