@@ -25,7 +25,7 @@ from .maps import MapRecorder
 from .presets import PRESETS, preset
 from .toy import model as toy
 from .toy.sampling import generate
-from .webui import draw_maps
+from . import draw_maps
 
 PROMPTS = ("red circle left of blue square on stripes", "yellow triangle above green cross on checks",
            "white square left of red triangle on dots", "blue cross above yellow circle on plain")

@@ -22,7 +22,8 @@ import standin_sd_model  # noqa: E402
 from a1111_jobs import make_job, start_webui  # noqa: E402
 from lib_sloth import maps  # noqa: E402
 from lib_sloth.settings import settings_from_dict  # noqa: E402
-from lib_sloth.webui import draw_maps, hooks  # noqa: E402
+from lib_sloth import draw_maps  # noqa: E402
+from lib_sloth.webui import hooks  # noqa: E402
 from unets import sd15_unet  # noqa: E402
 
 JOBS = {

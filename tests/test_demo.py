@@ -5,6 +5,8 @@ import sys
 
 from PIL import Image
 
+from lib_sloth.presets import PRESETS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -13,12 +15,11 @@ def test_the_demo_writes_the_grid_and_the_maps_over_real_images(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lib_sloth.demo", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = ["plain", "slothful", "soft", "detail", "speed", "agentsd", "background fix"]
-    timed = [line.split()[0] if not line.startswith("background") else "background fix"
-             for line in result.stdout.splitlines() if "s / image" in line]
+    rows = ["plain", *(name for name in PRESETS if name != "off")]
+    timed = [line[:16].strip() for line in result.stdout.splitlines() if "s / image" in line]
     assert timed == rows  # one time per row, in the grid's order
     grid = Image.open(tmp_path / "grid.png")
-    assert grid.size[1] > 7 * 90  # seven rows of images
+    assert grid.size[1] > len(rows) * 90  # a row of images per preset
     made = sorted(os.listdir(tmp_path))
     assert "maps-background-fix-sag-map.png" in made  # SAG's map over the image
     assert any(name.startswith("maps-speed-") and "tiles" in name for name in made)

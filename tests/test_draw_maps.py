@@ -1,4 +1,4 @@
-"""The map drawing (lib_sloth.webui.draw_maps): what it draws is the engine's own geometry and mask."""
+"""The map drawing (lib_sloth.draw_maps): what it draws is the engine's own geometry and mask."""
 import numpy as np
 import pytest
 import torch
@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw
 
 from lib_sloth.maps import MapRecorder
 from lib_sloth.tiling import offset_rng, tile_grid, with_offsets
-from lib_sloth.webui import draw_maps
+from lib_sloth import draw_maps
 from test_maps import S, SAG_HW, run
 
 

@@ -18,7 +18,8 @@ from a1111_jobs import make_job, start_webui
 from lib_sloth.webui.job import job_of, new_job
 from lib_sloth import infotext, maps
 from lib_sloth.settings import settings_from_dict
-from lib_sloth.webui import a1111, draw_maps, hooks
+from lib_sloth import draw_maps
+from lib_sloth.webui import a1111, hooks
 from lib_sloth.webui import args as script_args
 from unets import sd15_unet
 

@@ -12,7 +12,7 @@ from lib_sloth import bench_cases, methods
 from lib_sloth.maps import MapRecorder
 from lib_sloth.patch import SlothPatch
 from lib_sloth.settings import settings_from_dict
-from lib_sloth.webui import draw_maps
+from lib_sloth import draw_maps
 from method_examples import ECHO, ECHO_ON, VSCALE
 from unets import unet_inputs
 

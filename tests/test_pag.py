@@ -233,7 +233,7 @@ def test_maps_keep_where_the_guidance_moved_the_prediction_at_first_middle_and_l
     from PIL import Image
 
     from lib_sloth.maps import MapRecorder
-    from lib_sloth.webui import draw_maps
+    from lib_sloth import draw_maps
 
     x, t, c, u = conds(sd15, batch=2)
     recorder = MapRecorder(SlothSettings(), 1)

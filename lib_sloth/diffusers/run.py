@@ -103,7 +103,7 @@ class SlothRun:
 
     def maps(self, image) -> list:
         """The "Show Sloth maps" images (PIL), drawn over `image`; [] when maps were off or empty."""
-        from ..webui import draw_maps  # PIL only; the WebUI's drawing, no WebUI import
+        from .. import draw_maps  # PIL, only when maps are drawn
 
         return [m.image for m in draw_maps.render(self.patch.recorder, image, "diffusers")]
 

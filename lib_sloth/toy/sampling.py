@@ -1,5 +1,6 @@
 """Sampling the toy model: SD's schedule, k-diffusion's Euler with classifier-free guidance,
-the Sloth patch's step clock and SAG, the same way a WebUI front end drives them."""
+the Sloth patch's step clock and its guidance methods (SAG, PAG, SEG), the same way a WebUI
+front end drives them (lib_sloth.guidance)."""
 from __future__ import annotations
 
 import time
@@ -8,9 +9,9 @@ from typing import Optional, Sequence
 import torch
 
 from ..bench_cases import sdp_attention
+from ..guidance import GuidedStep
 from ..patch import SlothPatch
 from ..prediction import NoiseSpace
-from ..sag import SagPass
 from ..settings import SlothSettings
 
 
@@ -57,26 +58,34 @@ class EpsToX0:
 
 
 def cfg_step(model: EpsToX0, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
-             cfg_scale: float, sag: Optional[SagPass]) -> torch.Tensor:
+             cfg_scale: float, patch: SlothPatch) -> torch.Tensor:
     """One guided x0 prediction, laid out as A1111 does: one call on [cond rows; uncond rows],
-    uncond + scale * (cond - uncond), then SAG (armed on the uncond rows, one more call)."""
+    uncond + scale * (cond - uncond), then each guidance of the patch (the recording ones armed on
+    the uncond rows), each with its own extra call."""
     b = x.shape[0]
     sigma_in = sigma.expand(2 * b)
-    if sag is not None:
-        sag.arm(slice(b, 2 * b))
-    out = model(torch.cat([x, x]), sigma_in, torch.cat([cond, uncond]))
+    recording = [g for g in patch.guidances if g.records]
+    for guidance in recording:
+        guidance.arm(slice(b, 2 * b))
+    try:
+        out = model(torch.cat([x, x]), sigma_in, torch.cat([cond, uncond]))
+    finally:
+        for guidance in recording:
+            guidance.stop_recording()
     cond_x0, uncond_x0 = out[:b], out[b:]
     guided = uncond_x0 + cfg_scale * (cond_x0 - uncond_x0)
-    if sag is None:
-        return guided
     sigma_b = sigma.expand(b)
-    return sag.guide(guided, x, uncond_x0, lambda x_deg: model(x_deg, sigma_b, uncond),
-                     space=model.space(sigma_b, x), prediction=model.kind)
+    contexts = {"cond": cond, "uncond": uncond}
+    step = GuidedStep(x, uncond_x0, cond_x0, lambda which, x_in: model(x_in, sigma_b, contexts[which]),
+                      model.space(sigma_b, x), model.kind)
+    for guidance in patch.guidances:
+        guided = guidance.guide(guided, step)
+    return guided
 
 
 def sample(unet, cond: torch.Tensor, uncond: torch.Tensor, noise: torch.Tensor, *, steps: int,
            cfg_scale: float, settings: Optional[SlothSettings] = None, seed: int = 0, recorder=None) -> torch.Tensor:
-    """Euler + CFG (+ SAG) under a SlothPatch; returns x0 [B, C, H, W] (pixels in about [-1, 1]).
+    """Euler + CFG (+ guidance) under a SlothPatch; returns x0 [B, C, H, W] (pixels in about [-1, 1]).
 
     cond, uncond: [B, T, D] contexts; noise: [B, C, H, W] unit Gaussian (scaled to the first
     sigma here). The patch's step clock gets (step, steps) before each step, as the WebUI's
@@ -87,19 +96,15 @@ def sample(unet, cond: torch.Tensor, uncond: torch.Tensor, noise: torch.Tensor, 
     acp = sd_alphas_cumprod()
     model = EpsToX0(unet, acp)
     sigmas = euler_sigmas(acp, steps).float()
-    patch = SlothPatch(unet, settings, seed=seed)
-    patch.recorder = recorder
-    sag = SagPass(settings.sag, patch) if settings.sag.active else None
+    patch = SlothPatch(unet, settings, seed=seed, recorder=recorder)
     x = noise * sigmas[0]
     with torch.no_grad(), sdp_attention(), patch:
         for i in range(steps):
             patch.set_step(i, steps)
             # pixels live in [-1, 1]: clip the guided x0 (DDPM's clip_denoised for pixel models), so an
             # early step's over-shooting colour does not carry into the following steps
-            denoised = cfg_step(model, x, sigmas[i:i + 1], cond, uncond, cfg_scale, sag).clamp(-1, 1)
+            denoised = cfg_step(model, x, sigmas[i:i + 1], cond, uncond, cfg_scale, patch).clamp(-1, 1)
             x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
-    if sag is not None:
-        sag.close()
     return x
 
 

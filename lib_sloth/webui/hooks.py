@@ -154,7 +154,7 @@ def append_maps(p, processed) -> list:
     first = getattr(processed, "index_of_first_image", 0) or 0
     if not maps or not isinstance(images, list) or len(images) <= first:
         return []
-    from . import draw_maps  # PIL, only when maps are drawn
+    from .. import draw_maps  # PIL, only when maps are drawn
 
     name, recorder = maps
     label = draw_maps.pass_label(name, int(getattr(p, "batch_size", 1) or 1), int(getattr(p, "n_iter", 1) or 1))

@@ -20,7 +20,7 @@ from ..layer_call import LayerCall, TokenGrid
 from ..maps import MapRecorder
 from ..methods import plan_layer
 from ..presets import preset
-from . import draw_maps
+from .. import draw_maps
 
 STEPS = 20
 SEED = 1

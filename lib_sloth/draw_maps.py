@@ -18,7 +18,8 @@ in this order (the order the gallery and the API show them, after the generated 
 Every image starts with a caption band that names the map, the pass and the image of the batch,
 so the label survives the API, saving and any gallery; the caption is also in ``image.info``.
 Panels are the final image scaled down to at most PANEL_MAX pixels on the long side. This module
-is WebUI-side: the engine never imports PIL.
+is the drawing layer, above the engine (which never imports PIL) and below every front end
+(the WebUI glue, the diffusers adapter, the demo).
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .. import methods
-from ..maps import MapRecorder, OverlayRecord, TileRecord
+from . import methods
+from .maps import MapRecorder, OverlayRecord, TileRecord
 
 PANEL_MAX = 512  # long side of one panel, in pixels (never upscaled)
 HEADER = 44  # caption band height
