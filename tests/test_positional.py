@@ -1,16 +1,17 @@
 """The Script's positional args (README "API"): every released name keeps its index for good, a
 released UI's list parses to the settings it meant, and new settings and methods only ever append.
 """
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings as hsettings
 
 from lib_sloth import methods
-from lib_sloth.fields import SettingsError, Validated, setting
+from lib_sloth.fields import SettingsError
 from lib_sloth.settings import iter_fields, settings_from_dict, to_flat
 from lib_sloth.webui import args as script_args
 from lib_sloth.webui import positional
+from method_examples import VScaleSettings
 from settings_strategies import random_settings
 
 # Every pinned name -> its index, written out: a release's list must keep meaning what it meant.
@@ -44,22 +45,12 @@ V1_LENGTH = 61
 V2_LENGTH = 78
 
 
-@dataclass(frozen=True)
-class LaterSettings(Validated):
-    enabled: bool = setting(False, hint="A method registered after the release")
-    strength: float = setting(1.0, 0.0, 2.0, hint="Its one number")
-
-    @property
-    def active(self) -> bool:
-        return self.enabled and self.strength != 1
-
-
 def _keep(settings, call):  # a per-layer method that never rewrites anything
     return None
 
 
-LATER = methods.Method("later", LaterSettings, "Later", "Later", "Sloth Later", _keep)
-LATEST = methods.Method("latest", LaterSettings, "Latest", "Latest", "Sloth Latest", _keep)
+LATER = methods.Method("later", VScaleSettings, "Later", "Later", "Sloth Later", _keep)
+LATEST = methods.Method("latest", VScaleSettings, "Latest", "Latest", "Sloth Latest", _keep)
 
 
 def released_list(settings, length=V1_LENGTH):
@@ -114,12 +105,12 @@ def test_a_released_list_gives_a_method_registered_later_its_defaults():
     old = released_list(settings_from_dict(used))
     with methods.registered(LATER):
         resolved = script_args.resolve(old).settings
-        assert resolved == settings_from_dict(used) and resolved.later == LaterSettings()
+        assert resolved == settings_from_dict(used) and resolved.later == VScaleSettings()
 
 
 def test_a_list_of_this_versions_length_parses_every_value():
     with methods.registered(LATER):
-        used = settings_from_dict({"later.enabled": True, "later.strength": 0.5, "sag.enabled": True})
+        used = settings_from_dict({"later.enabled": True, "later.scale": 0.5, "sag.enabled": True})
         args = script_args.to_args(used)
         assert len(args) == V2_LENGTH + 2 and script_args.arg_lengths() == [V1_LENGTH, V2_LENGTH, V2_LENGTH + 2]
         assert script_args.resolve(args).settings == used
@@ -146,8 +137,8 @@ def test_a_registered_method_appends_its_settings_and_moves_no_index():
         after_one = script_args.arg_names()
         with methods.registered(LATEST):
             after_two = script_args.arg_names()
-    assert after_one == [*before, "later.enabled", "later.strength"]
-    assert after_two == [*after_one, "latest.enabled", "latest.strength"]
+    assert after_one == [*before, "later.enabled", "later.scale"]
+    assert after_two == [*after_one, "latest.enabled", "latest.scale"]
     assert script_args.arg_names() == before
 
 
@@ -169,5 +160,5 @@ def test_a_new_generation_pins_its_names_before_any_registered_method(monkeypatc
         paths = [s.path for s in iter_fields()]
     paths.insert(paths.index("upcast_attention"), "sag.later")
     assert positional.layout(paths) == [*positional.V1, *positional.V2, "sag.later", "later.enabled",
-                                        "later.strength"]
+                                        "later.scale"]
     assert positional.lengths(paths) == [V1_LENGTH, V2_LENGTH, V2_LENGTH + 1, V2_LENGTH + 3]
