@@ -129,7 +129,6 @@ BUILTIN: tuple[Method, ...] = (  # the settings table's order (info text, UI sec
                            ("degrade", "sag mask + blur")),
            # SAG at its usual strength: cleaner backgrounds for one more UNet pass per step.
            presets={"background fix": {"sag": {"enabled": True, "scale": 0.5, "blur_sigma": 2.0}}}),
-    # PAG and SEG guide the CFG through one more perturbed cond row per step (lib_sloth.perturbed).
     # PAG and SEG: one more cond row per step with chosen layers perturbed (lib_sloth.perturbed),
     # batched into the CFG call where the WebUI batches (the bench's batched rows: bench_cases.guidance_cases)
     Method("pag", PagSettings, "Perturbed-Attention Guidance", "PAG", "Sloth PAG", guidance=PagPass,
