@@ -87,7 +87,6 @@ class SlothPatch:
         self.interceptors: List[Interceptor] = []
         self.index: Optional[LayerIndex] = layers  # built at the first install, again only after `retarget`
         self.rewritten: Counter = Counter()  # layer name -> calls rewritten, for info and tests
-        self.extra_calls: Counter = Counter()  # guidance method name -> extra UNet calls made, likewise
         self.guidances: list = []  # the pass's lib_sloth.guidance.Guidance objects (they join at creation)
         self._forwards = forwards
         self._extra_of = None  # the guidance whose extra UNet call is running; None = the normal pass
@@ -100,6 +99,7 @@ class SlothPatch:
         self._patcher = ForwardPatcher(lambda message: None if self._retargeting else self.note(message))
         for method in methods.guidance_methods(settings):
             method.guidance(method.block(settings), self)
+        self._made = tuple(self.guidances)  # counted by extra_calls even after one closes (leaves the pass)
 
     def guidance(self, name: str):
         """This pass's guidance object of method `name`, or None when that method is not active."""
@@ -111,11 +111,19 @@ class SlothPatch:
         """While the block runs, attention calls belong to `guidance`'s extra UNet call: only its
         `perturb_plan` plans them (the other guidances record nothing)."""
         outer, self._extra_of = self._extra_of, guidance
-        self.extra_calls[methods.method_of(guidance).name] += 1
         try:
             yield
         finally:
             self._extra_of = outer
+
+    @property
+    def extra_calls(self) -> Counter:
+        """Guidance method name -> extra UNet calls its guidance made in this pass (each Guidance
+        counts its own; this is their sum by method, for info and tests)."""
+        counts: Counter = Counter()
+        for g in self._made:
+            counts[methods.method_of(g).name] += g.extra_calls
+        return counts
 
     @property
     def in_extra_pass(self) -> bool:

@@ -76,14 +76,16 @@ def build() -> Tuple[nn.Module, TextEncoder]:
 
 
 def save(path: str, unet: nn.Module, text: TextEncoder, metadata: dict) -> None:
-    """fp16 safetensors: UNet weights under `unet.`, the text encoder's under `text.`."""
+    """fp16 safetensors: UNet weights under `unet.`, the text encoder's under `text.`.
+
+    The metadata is one key holding sorted JSON: safetensors writes several keys in an order that
+    changes from process to process, and the file's sha256 must not (same run, same bytes)."""
     from safetensors.torch import save_file
 
     tensors = {f"unet.{k}": v.detach().half().contiguous() for k, v in unet.state_dict().items()}
     tensors.update({f"text.{k}": v.detach().half().contiguous() for k, v in text.state_dict().items()})
-    meta = {"unet_config": json.dumps(UNET_CONFIG), "vocab": json.dumps(VOCAB)}
-    meta.update({k: str(v) for k, v in metadata.items()})
-    save_file(tensors, path, metadata=meta)
+    meta = {"unet_config": UNET_CONFIG, "vocab": VOCAB, **metadata}
+    save_file(tensors, path, metadata={"toy": json.dumps(meta, sort_keys=True)})
 
 
 def load(path: str = WEIGHTS, dtype: torch.dtype = torch.float32) -> Tuple[nn.Module, TextEncoder]:

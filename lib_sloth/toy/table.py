@@ -2,9 +2,11 @@
 noise, scored by the yardstick, deltas against plain with paired standard errors.
 
     python -m lib_sloth.toy.table [--n 500] [--only NAME ...] [--shard I/K] [--cache PATH] [--merge PATH ...]
+                                  [--rescore]
 
-Per-image scores of each finished configuration go to --cache (a torch file) as soon as it is
-done, so an interrupted run resumes where it stopped. --shard I/K runs every K-th configuration
+Each finished configuration's images (uint8) and per-image scores go to --cache (a torch file)
+as soon as it is done, so an interrupted run resumes where it stopped, and --rescore scores the
+cached images again (a changed judge or yardstick needs no new sampling). --shard I/K runs every K-th configuration
 from the I-th, so K processes share the work; a last run with --merge over their caches writes
 the table (a shard without plain only fills its cache). Time per image is the wall clock of that
 configuration's sampling in this process (one torch thread unless SLOTH_TORCH_THREADS says
@@ -33,8 +35,21 @@ def run_config(config: configs.Config, unet, text, judge, prompts, seeds) -> Dic
     with configs.seeded(config, seeds[0])(unet):
         images, seconds = generate(unet, text, words, seeds, steps=config.steps, cfg_scale=config.cfg_scale,
                                    settings=config.settings)
+    return {**scored(judge, images, prompts), "images": to_uint8(images), "seconds": seconds}
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float -> [0, 255] uint8: what a saved PNG holds (the cache's copy of the images)."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def from_uint8(images: torch.Tensor) -> torch.Tensor:
+    return images.float() / 127.5 - 1
+
+
+def scored(judge, images: torch.Tensor, prompts) -> Dict:
     s = yardstick.score(judge, images, prompts)
-    return {"correct": s.correct, "attributes": s.attributes, "features": s.features, "seconds": seconds}
+    return {"correct": s.correct, "attributes": s.attributes, "features": s.features}
 
 
 def real_row(judge, prompts) -> Dict:
@@ -86,11 +101,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--shard", default="0/1", help="I/K: run configurations I, I+K, I+2K, ... (and plain)")
     parser.add_argument("--cache", default="quality-cache.pt")
     parser.add_argument("--merge", nargs="*", default=[], help="other shards' caches to read")
+    parser.add_argument("--made-by", help="the command named over the table (default: this one)")
+    parser.add_argument("--rescore", action="store_true", help="score the cached images again, sample nothing new")
     parser.add_argument("--markdown", default=os.path.join("docs", "toy", "quality.md"))
     parser.add_argument("--json", default=os.path.join("docs", "toy", "quality.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("SLOTH_TORCH_THREADS", "1")))
-    command = "python -m lib_sloth.toy.table " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = args.made_by or "python -m lib_sloth.toy.table " + " ".join(sys.argv[1:] if argv is None else argv)
 
     unet, text = toy.load()
     judge = judge_mod.load()
@@ -110,6 +127,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         other = torch.load(path)
         if other.get("n") == args.n:
             results.update({k: v for k, v in other["results"].items() if k not in results})
+    if args.rescore:
+        results.pop("real held-out scenes", None)
+        for r in results.values():
+            if "images" in r:
+                r.update(scored(judge, from_uint8(r["images"]), prompts))
     results.setdefault("real held-out scenes", {**real_row(judge, prompts), "group": "ceiling"})
     for config in wanted:
         if config.name not in results:
