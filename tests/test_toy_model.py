@@ -1,4 +1,6 @@
 """The toy model shipped in models/: its weights, its architecture, and sampling it with Sloth."""
+import importlib.util
+import json
 import os
 
 import pytest
@@ -36,6 +38,41 @@ def test_shipped_weights_match_their_sha256():
     assert set(sums) == {"toy-unet.safetensors", "toy-judge.safetensors"}
     assert toy.sha256(toy.WEIGHTS) == sums["toy-unet.safetensors"]
     assert toy.sha256(judge.WEIGHTS) == sums["toy-judge.safetensors"]
+
+
+def test_saving_the_shipped_model_writes_the_shipped_bytes(shipped, tmp_path):
+    """The shipped file is exactly what toy.save writes for its tensors and metadata (fp16 -> fp32 ->
+    fp16 is exact), and save is deterministic: a retrained run that ends with the same tensors
+    ends with the same sha256."""
+    from safetensors import safe_open
+
+    with safe_open(toy.WEIGHTS, "pt") as f:
+        meta = json.loads(f.metadata()["toy"])
+    assert meta["unet_config"] == toy.UNET_CONFIG and tuple(meta["vocab"]) == toy.VOCAB
+    out = str(tmp_path / "resaved.safetensors")
+    toy.save(out, *shipped, {k: meta[k] for k in ("steps", "seed")})
+    assert toy.sha256(out) == shipped_sha256()["toy-unet.safetensors"]
+
+
+def test_training_is_deterministic_run_to_run(tmp_path):
+    """Two runs of the first training steps (tools/train_toy.py unet --stop-at 2, in this process,
+    its thread count and deterministic-algorithms switch restored) write the same bytes."""
+    spec = importlib.util.spec_from_file_location("train_toy", os.path.join(toy.ROOT, "tools", "train_toy.py"))
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    threads, strict = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    digests = []
+    try:
+        torch.set_num_threads(train.UNET_THREADS)
+        torch.use_deterministic_algorithms(True)
+        for run in range(2):
+            out = str(tmp_path / f"run{run}.safetensors")
+            train.train_unet(out, lambda message: None, stop_at=2)
+            digests.append(toy.sha256(out))
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(strict)
+    assert digests[0] == digests[1]
 
 
 def test_weights_fit_the_size_budget():
