@@ -121,7 +121,7 @@ class SlothPatch:
         """Guidance method name -> extra UNet calls its guidance made in this pass (each Guidance
         counts its own; this is their sum by method, for info and tests)."""
         counts: Counter = Counter()
-        for g in self._made:
+        for g in dict.fromkeys((*self._made, *self.guidances)):  # also those that joined later
             counts[methods.method_of(g).name] += g.extra_calls
         return counts
 
