@@ -4,7 +4,7 @@ word-embedding "text encoder"; both live in one safetensors file under `models/`
 SD1.5 layout kept: four levels, num_res_blocks 2, SpatialTransformers (attn1 + attn2) at the
 first three levels and in the middle block, cross-attention to a token context, eps-prediction
 on SD's scaled-linear schedule (`sampling.sd_alphas_cumprod`). Only the sizes shrink, to what
-one CPU core trains in 40 minutes: 32 x 32 RGB pixels in (level 0 is a 32 x 32 token grid),
+two CPU cores train in under an hour: 32 x 32 RGB pixels in (level 0 is a 32 x 32 token grid),
 32 base channels with channel_mult (1, 2, 2, 2), one head per attention layer (on a CPU the
 softmax over 1024^2 scores per head dominates), a context of 8 tokens x 64 dims.
 
