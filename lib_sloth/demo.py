@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .maps import MapRecorder
 from .presets import PRESETS, preset
 from .toy import model as toy
-from .toy.sampling import generate
+from .toy.sampling import generate, to_uint8
 from . import draw_maps
 
 PROMPTS = ("red circle left of blue square on stripes", "yellow triangle above green cross on checks",
@@ -38,7 +38,7 @@ HEADER_H = 58
 
 def to_pil(image: torch.Tensor, side: int) -> Image.Image:
     """[3, H, W] in [-1, 1] -> RGB PIL image scaled (nearest) to side x side."""
-    array = ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    array = to_uint8(image).permute(1, 2, 0).numpy()
     return Image.fromarray(array).resize((side, side), Image.NEAREST)
 
 

@@ -3,8 +3,8 @@
     python tools/train_toy.py unet   [--out models/toy-unet.safetensors] [--stop-at STEP]
     python tools/train_toy.py judge  [--out models/toy-judge.safetensors]
 
-Sized for the hour on 2 idle cores: ~10 min of 16 x 16 steps (0.36 s each) and ~44 min of
-32 x 32 steps (1.15 s each) on two torch threads; the judge ~10 min on one. The shipped weights'
+Sized for the hour on 2 idle cores: the shipped run took 49 min on two torch threads, ~10 min
+of 16 x 16 steps (0.36 s each) and ~37 min of 32 x 32 steps (0.95 s each); the judge ~12 min on one. The shipped weights'
 logs are docs/toy/train-*.log. --stop-at N gives the first N steps of the same run (same
 schedule), saved at step N.
 

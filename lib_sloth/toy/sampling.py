@@ -130,3 +130,9 @@ def generate(unet, text, prompts: Sequence[str], seeds: Sequence[int], *, steps:
                               settings=settings, seed=int(seeds[i]), recorder=rec))
     seconds = (time.perf_counter() - start) / max(1, len(prompts))
     return torch.cat(out).clamp(-1, 1), seconds
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[..., H, W] in [-1, 1] -> uint8 in [0, 255]: the pixels a saved PNG holds (the demo's
+    grid, the quality table's cached images)."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

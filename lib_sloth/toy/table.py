@@ -24,7 +24,7 @@ from typing import Dict, List, Optional
 import torch
 
 from . import configs, judge as judge_mod, model as toy, scenes, yardstick
-from .sampling import generate
+from .sampling import generate, to_uint8
 
 FIRST_SEED = 1000
 REAL_SEED = 4  # real scenes drawn for the eval prompts: the ceiling row
@@ -38,12 +38,8 @@ def run_config(config: configs.Config, unet, text, judge, prompts, seeds) -> Dic
     return {**scored(judge, images, prompts), "images": to_uint8(images), "seconds": seconds}
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float -> [0, 255] uint8: what a saved PNG holds (the cache's copy of the images)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def from_uint8(images: torch.Tensor) -> torch.Tensor:
+    """The inverse of sampling.to_uint8 (up to its rounding): the cached images back in [-1, 1]."""
     return images.float() / 127.5 - 1
 
 
